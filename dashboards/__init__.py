@@ -1,0 +1,1 @@
+"""MLflow runs -> pandas -> Pareto fronts, CSV, figures and the paper tables."""

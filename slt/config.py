@@ -1,0 +1,101 @@
+"""The one validated configuration of a run, shared by the CLI, the trainables and the search spaces.
+
+Validation errors become one line naming the field and what is allowed (slt.errors.InputError).
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slt.errors import InputError
+
+DATASETS = ("digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs")
+MODELS = ("vgg9", "resnet19")
+# method -> (spiking?, description). Ticket methods join this table in slt.tickets.
+METHODS = {
+    "ann": (False, "dense ANN twin (ReLU, T = 1)"),
+    "snn": (True, "dense SNN (LIF, T time steps)"),
+}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Literal["vgg9", "resnet19"] = "vgg9"
+    method: str = "snn"
+    dataset: Literal["digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs"] = "digits"
+    data_dir: str | None = None
+    label_kind: Literal["fine", "coarse"] = "fine"  # CIFAR-100 labels
+    image_size: int | None = Field(default=None, ge=8)  # digits: upsampled size; events: resized frames
+    subset: int | None = Field(default=None, ge=1)  # first N per split, stratified
+    epochs: int = Field(default=2, ge=1)
+    T: int = Field(default=4, ge=1)
+    decay: float = Field(default=0.5, gt=0.0, lt=1.0)
+    width: float = Field(default=1.0, gt=0.0)
+    pool: Literal["max", "avg"] = "max"
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(default=2e-3, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+    schedule: Literal["cosine", "none"] = "cosine"
+    augment: bool = True
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        if self.dataset not in ("digits",) and not self.data_dir:
+            raise ValueError(f"data_dir: dataset {self.dataset!r} needs --data-dir pointing at its files")
+        return self
+
+    @property
+    def spiking(self) -> bool:
+        return METHODS[self.method][0]
+
+    @property
+    def time_steps(self) -> int:
+        """Time steps the model actually runs: T for spiking methods, 1 for ANN twins."""
+        return self.T if self.spiking else 1
+
+
+# What each constrained field allows, as shown in one-line errors.
+ALLOWED = {
+    "model": ", ".join(MODELS),
+    "dataset": ", ".join(DATASETS),
+    "label_kind": "fine, coarse",
+    "image_size": "an integer >= 8",
+    "subset": "an integer >= 1 (images per split)",
+    "epochs": "an integer >= 1",
+    "T": "an integer >= 1",
+    "decay": "a number in the open interval (0, 1)",
+    "width": "a number > 0",
+    "pool": "max, avg",
+    "batch_size": "an integer >= 1",
+    "optimizer": "sgd, adam",
+    "lr": "a number > 0",
+    "momentum": "a number in [0, 1)",
+    "weight_decay": "a number >= 0",
+    "schedule": "cosine, none",
+    "augment": "true, false",
+    "seed": "an integer",
+    "device": "auto, cpu, cuda",
+}
+
+
+def make_config(**values) -> TrainConfig:
+    """Validate raw values (CLI, YAML, Tune config) into a TrainConfig or raise a one-line InputError."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        if not first["loc"]:  # raised by _check as "field: problem"
+            field, message = first["msg"].removeprefix("Value error, ").split(": ", 1)
+            raise InputError(field, message) from None
+        field = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise InputError(field, f"unknown field; allowed fields: {', '.join(TrainConfig.model_fields)}") from None
+        allowed = ALLOWED.get(field, first["msg"])
+        raise InputError(field, f"{first.get('input')!r} is not allowed; allowed: {allowed}") from None

@@ -1,0 +1,26 @@
+"""Model registry: every architecture as an SNN (LIF, T steps) or its ANN twin (ReLU, T = 1)."""
+
+from torch import nn
+
+from slt.errors import InputError
+from slt.models.resnet import ResNet19
+from slt.models.vgg import VGG9
+
+MODELS = {"vgg9": VGG9, "resnet19": ResNet19}
+
+
+def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int, spiking: bool,
+                T: int = 4, decay: float = 0.5, width: float = 1.0, **options) -> nn.Module:
+    """Build `name` as an SNN (spiking=True: LIF units, T time steps) or as its ANN twin (ReLU, T=1)."""
+    if name not in MODELS:
+        raise InputError("model", f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
+    if T < 1:
+        raise InputError("T", f"{T} time steps; allowed: an integer >= 1")
+    if width <= 0:
+        raise InputError("width", f"{width}; allowed: a number > 0")
+    unit, T = ("lif", T) if spiking else ("relu", 1)
+    return MODELS[name](num_classes, in_channels, image_size, unit=unit, T=T, decay=decay, width=width, **options)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

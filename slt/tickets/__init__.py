@@ -1,0 +1,1 @@
+"""Lottery tickets: supermask (edge-popup), multi-prize (biprop), binary activations, patch pruning."""

@@ -1,0 +1,92 @@
+import json
+import pickle
+
+import pytest
+
+from slt.cli import main
+from slt.data import DATASET_SHAPES, load_dataset
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("model,params", [("vgg9", 2_263_498), ("resnet19", 12_630_858)])
+def test_model_info_reports_exact_params(capsys, model, params):
+    code, out, _ = run_cli(capsys, "model-info", "--model", model)
+    info = json.loads(out)
+    assert code == 0 and info["params"] == params and info["macs"] > 0
+
+
+def test_dataset_shapes_table_matches_readers(cifar10_dir):
+    for name, directory in [("digits", None), ("cifar10", cifar10_dir)]:
+        info = load_dataset(name, directory, subset=10).info
+        assert DATASET_SHAPES[name] == (info.in_channels, info.image_size, info.num_classes)
+
+
+def test_train_writes_metrics_and_checkpoint(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", "--dataset", "digits", "--image-size", "16", "--subset", "100",
+                              "--width", "0.125", "--T", "2", "--epochs", "1", "--out", str(out), "--quiet")
+    assert code == 0 and "test accuracy" in stdout and str(out) in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["method"] == "snn" and len(metrics["history"]) == 1
+    assert metrics["test_size"] == 100 and metrics["firing_rates"]
+    assert (out / "checkpoint.pt").is_file()
+
+
+def write_malicious_cifar(directory, marker):
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('pwned')",))
+
+    directory.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (directory / name).write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}, protocol=2))
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--model", "vgg11"], "model"),
+    (["--method", "magic"], "method"),
+    (["--dataset", "mnist"], "dataset"),
+    (["--T", "0"], "T"),
+    (["--decay", "1.0"], "decay"),
+    (["--decay", "0"], "decay"),
+    (["--epochs", "zero"], "epochs"),
+    (["--dataset", "cifar10"], "data_dir"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "data_dir"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(capsys, tmp_path, argv, field):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, "train", *argv, "--out", str(out), "--quiet")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"slt: error: {field}: ")
+    assert not out.exists()
+
+
+def test_empty_data_dir_is_refused(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"),
+                           "--out", str(tmp_path / "run"))
+    assert code == 2 and err.startswith("slt: error: data_dir: ") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_malicious_pickle_is_refused_and_not_executed(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    write_malicious_cifar(tmp_path / "cifar-10-batches-py", marker)
+    code, _, err = run_cli(capsys, "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar-10-batches-py"),
+                           "--out", str(tmp_path / "run"))
+    assert code == 2 and "data_dir" in err and err.count("\n") == 1
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_never_overwritten(capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    code, _, err = run_cli(capsys, "train", "--out", str(out))
+    assert code == 2 and err.startswith("slt: error: out: ")
+    assert (out / "metrics.json").read_text() == "{}"

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+from slt.energy import count_macs
+from slt.errors import InputError
+from slt.models import build_model, count_parameters
+from slt.models.encoding import encode
+from slt.models.neurons import LIF, tau_from_decay
+
+
+@pytest.mark.parametrize("spiking", [False, True])
+@pytest.mark.parametrize("name,classes,expected", [
+    ("vgg9", 10, 2_263_498), ("resnet19", 10, 12_630_858),
+    ("vgg9", 100, 2_286_628), ("resnet19", 100, 12_653_988),
+])
+def test_exact_parameter_counts(name, classes, expected, spiking):
+    model = build_model(name, num_classes=classes, in_channels=3, image_size=32, spiking=spiking, T=4)
+    assert count_parameters(model) == expected
+
+
+def test_vgg9_macs_match_hand_arithmetic():
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=False)
+    macs = count_macs(model, torch.zeros(2, 3, 32, 32))
+    assert macs["stem.0"] == 3 * 9 * 64 * 32 * 32
+    assert macs["features.1"] == 64 * 9 * 64 * 32 * 32
+    assert macs["classifier.1"] == 4096 * 256
+    assert sum(macs.values()) == 153_881_088
+
+
+def run_lif(decay, currents):
+    lif = LIF(T=len(currents), decay=decay)
+    x = torch.tensor(currents, dtype=torch.float32).view(len(currents), 1)  # [T*B, 1] with B = 1
+    out = lif(x).view(-1).tolist()
+    functional.reset_net(lif)
+    return out
+
+
+def test_lif_matches_hand_computation():
+    # λ = 0.5, I = 0.6: U = 0.6, 0.9, 1.05 -> spike, reset to 0, then the same again.
+    assert run_lif(0.5, [0.6] * 6) == [0, 0, 1, 0, 0, 1]
+    # λ = 0.8, I = .5 .5 0 .5: U = 0.5, 0.9, 0.72, 1.076 -> one spike at t = 4 ...
+    assert run_lif(0.8, [0.5, 0.5, 0.0, 0.5]) == [0, 0, 0, 1]
+    # ... while λ = 0.5 leaks too fast: U = 0.5, 0.75, 0.375, 0.6875.
+    assert run_lif(0.5, [0.5, 0.5, 0.0, 0.5]) == [0, 0, 0, 0]
+
+
+def test_lif_membrane_follows_decay_without_input_scaling():
+    lif = LIF(T=4, decay=0.25)
+    lif.node.store_v_seq = True
+    lif(torch.full((4, 1), 0.3))
+    # U[t] = 0.25 U[t-1] + 0.3: 0.3, 0.375, 0.39375, 0.3984375
+    assert lif.node.v_seq.view(-1).tolist() == pytest.approx([0.3, 0.375, 0.39375, 0.3984375])
+
+
+def test_lif_surrogate_gradient_flows():
+    lif = LIF(T=3, decay=0.5)
+    x = torch.full((3, 4), 0.9, requires_grad=True)
+    lif(x).sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.1, 1.5])
+def test_decay_outside_open_interval_refused(decay):
+    with pytest.raises(InputError, match="decay"):
+        tau_from_decay(decay)
+
+
+def test_tau_mapping():
+    assert tau_from_decay(0.5) == 2.0
+    assert tau_from_decay(0.75) == 4.0
+    assert isinstance(tau_from_decay(0.25), float)
+
+
+def test_direct_encoding_repeats_one_current_per_step():
+    stem = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    folded = encode(stem, x, T=3)
+    assert folded.shape == (6, 4, 8, 8)
+    for t in range(3):
+        torch.testing.assert_close(folded[2 * t:2 * t + 2], stem(x))
+
+
+def test_event_input_runs_every_frame_and_ann_integrates_frames():
+    snn = build_model("vgg9", num_classes=11, in_channels=2, image_size=32, spiking=True, T=3, width=0.125)
+    ann = build_model("vgg9", num_classes=11, in_channels=2, image_size=32, spiking=False, width=0.125)
+    events = torch.rand(3, 2, 2, 32, 32)
+    assert snn(events).shape == (2, 11)
+    assert ann(events).shape == (2, 11)
+    with pytest.raises(ValueError, match="frames"):
+        snn(torch.rand(5, 2, 2, 32, 32))
+
+
+def test_width_multiplier_and_input_shape():
+    model = build_model("resnet19", num_classes=10, in_channels=1, image_size=16, spiking=True, T=2, width=0.25)
+    assert model(torch.randn(3, 1, 16, 16)).shape == (3, 10)
+    assert model.stem[0].out_channels == 16
+
+
+def test_unknown_model_and_bad_T_refused():
+    with pytest.raises(InputError, match="model: unknown model 'vgg11'; allowed: vgg9, resnet19"):
+        build_model("vgg11", num_classes=10, in_channels=3, image_size=32, spiking=True)
+    with pytest.raises(InputError, match="^T: "):
+        build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=True, T=0)

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from slt.config import make_config
+from slt.data import load_dataset
+from slt.train import TrainingRun
+
+TINY = dict(model="vgg9", dataset="digits", image_size=16, subset=200, width=0.125, T=2, batch_size=50)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", image_size=16, subset=200)
+
+
+def strip_timing(history):
+    return [{k: v for k, v in h.items() if k not in ("epoch_time_s", "train_images_per_s")} for h in history]
+
+
+@pytest.mark.parametrize("method", ["snn", "ann"])
+def test_same_seed_gives_identical_metrics(digits, method):
+    cfg = make_config(**TINY, method=method, epochs=1, seed=7)
+    first, second = TrainingRun(cfg, digits), TrainingRun(cfg, digits)
+    assert strip_timing([first.run_epoch()]) == strip_timing([second.run_epoch()])
+
+
+def test_different_seed_gives_different_weights(digits):
+    a = TrainingRun(make_config(**TINY, epochs=1, seed=1), digits)
+    b = TrainingRun(make_config(**TINY, epochs=1, seed=2), digits)
+    assert not torch.equal(a.model.stem[0].weight, b.model.stem[0].weight)
+
+
+def test_resuming_from_state_dict_continues_bit_for_bit(digits):
+    cfg = make_config(**TINY, epochs=2, seed=3)
+    straight = TrainingRun(cfg, digits)
+    straight.run_epoch()
+    straight.run_epoch()
+
+    interrupted = TrainingRun(cfg, digits)
+    interrupted.run_epoch()
+    state = interrupted.state_dict()
+    resumed = TrainingRun(cfg, digits)
+    resumed.load_state_dict(state)
+    resumed.run_epoch()
+    assert resumed.done and resumed.epoch == 2
+    assert strip_timing(resumed.history) == strip_timing(straight.history)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+
+def test_epoch_metrics_are_plain_numbers_with_spiking_firing_rates(digits):
+    run = TrainingRun(make_config(**TINY, epochs=1), digits)
+    metrics = run.run_epoch()
+    assert set(metrics["firing_rates"]) == {"features.0", "features.3", "features.7", "features.10",
+                                            "features.14", "features.17", "classifier.2", "classifier.4"}
+    assert all(0.0 <= r <= 1.0 for r in metrics["firing_rates"].values())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["train_images_per_s"] > 0
+
+
+def test_ann_twin_has_no_firing_rates_and_runs_one_step(digits):
+    run = TrainingRun(make_config(**TINY, method="ann", epochs=1), digits)
+    assert run.model.T == 1
+    assert run.run_epoch()["firing_rates"] == {}
+
+
+def test_nan_loss_is_reported(digits):
+    run = TrainingRun(make_config(**TINY, epochs=1), digits)
+    with torch.no_grad():
+        run.model.classifier[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        run.run_epoch()

@@ -1,0 +1,1 @@
+"""Ray Tune trainables: config dict -> slt calls -> tune.report (issue: sweep service)."""
