@@ -1,6 +1,6 @@
-"""Training-step throughput of SNN (T=4) vs ANN VGG-9, and the data pipeline's share of a step.
+"""Training-step throughput of VGG-9: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense SNN, data share.
 
-Everything is measured side by side in one run, interleaved round by round, and reported as ratios
+Every method is measured side by side in one run, interleaved round by round, and reported as ratios
 (absolute times on a shared machine are noise). Usage: python -m bench.train_step [--width 0.25] [--rounds 5]
 """
 
@@ -49,6 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--p", type=float, default=0.5, help="pruning ratio of the ticket methods")
     parser.add_argument("--batches", type=int, default=8, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     args = parser.parse_args(argv)
@@ -57,7 +58,8 @@ def main(argv=None) -> None:
     data = load_dataset(dataset_name, args.data_dir, subset=args.batch_size * args.batches)
     common = dict(model="vgg9", dataset=dataset_name, data_dir=args.data_dir, width=args.width,
                   batch_size=args.batch_size, T=args.T)
-    runs = {method: TrainingRun(make_config(**common, method=method), data) for method in ("snn", "ann")}
+    runs = {method: TrainingRun(make_config(**common, method=method, p=args.p), data)
+            for method in ("snn", "ann", "slt", "mpslt")}
     for run in runs.values():  # warm-up: allocator, first-call overheads
         time_steps(run, 2)
     samples = {m: [] for m in runs}
@@ -75,6 +77,8 @@ def main(argv=None) -> None:
     print(f"SNN images/s / (ANN images/s / T) = {ips['snn'] / (ips['ann'] / args.T):.2f}   "
           f"(1.0: an SNN step costs exactly T ANN steps; below 1: more)")
     print(f"ANN images/s / SNN images/s      = {ips['ann'] / ips['snn']:.2f}")
+    for ticket in ("slt", "mpslt"):
+        print(f"{ticket} step / dense snn step         = {step[ticket] / step['snn']:.2f}   (goal <= 1.10)")
 
 if __name__ == "__main__":
     main()

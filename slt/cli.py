@@ -1,4 +1,4 @@
-"""The `slt` command: model-info, train.
+"""The `slt` command: model-info, train, eval, energy.
 
 Bad input prints one line `slt: error: FIELD: PROBLEM` and exits 2 before anything is written.
 """
@@ -15,7 +15,7 @@ from slt.errors import InputError
 
 HELP = {
     "model": "architecture",
-    "method": "what to train: " + "; ".join(f"{m} = {d}" for m, (_, d) in METHODS.items()),
+    "method": "what to train: " + "; ".join(f"{name} = {m.description}" for name, m in METHODS.items()),
     "dataset": "dataset (digits is bundled; the others need --data-dir)",
     "data_dir": "directory with the dataset's original files",
     "label_kind": "CIFAR-100 labels",
@@ -26,6 +26,12 @@ HELP = {
     "width": "channel width multiplier",
     "seed": "seed of initialisation, shuffling and augmentation",
     "device": "where to train",
+    "p": "tickets: fraction of each prunable layer's weights pruned (k = 1 - p kept)",
+    "weight_init": "tickets: init of the frozen random weights",
+    "dense_first": "tickets: keep the first conv dense and trained",
+    "dense_last": "tickets: keep the last linear dense and trained",
+    "global_threshold": "tickets: one |score| threshold across all layers (default: exact top-k per layer)",
+    "finetune_epochs": "tickets: epochs training the kept weights with the mask frozen, after the search",
 }
 
 
@@ -34,8 +40,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False,
-                                default=None, help=f"turn off {name} (default on)")
+            on = not field.default
+            parser.add_argument(("--" if on else "--no-") + name.replace("_", "-"), dest=name, default=None,
+                                action="store_const", const=on, help=HELP.get(name, f"turn {name} off"))
             continue
         text = HELP.get(name, name.replace("_", " "))
         allowed = ALLOWED.get(name)
@@ -89,7 +96,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from slt.data import load_dataset
-    from slt.energy import count_macs
     from slt.models import count_parameters
     from slt.train import TrainingRun, resolve_device
 
@@ -97,37 +103,122 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = load_dataset(cfg.dataset, cfg.data_dir, frames=cfg.T, image_size=cfg.image_size,
                            label_kind=cfg.label_kind, subset=cfg.subset)
     run = TrainingRun(cfg, dataset, progress=not args.quiet)
-    example = run.pipeline(run.test_split.inputs[:1], augment=False)
-    macs = count_macs(run.model, example)
     started = time.perf_counter()
-    for _ in range(cfg.epochs):
+    while not run.done:
         m = run.run_epoch()
         if not args.quiet:
-            print(f"epoch {m['epoch']}/{cfg.epochs}: train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}"
-                  f" | test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f} | {m['epoch_time_s']:.1f} s",
-                  file=sys.stderr)
+            print(f"epoch {m['epoch']}/{run.total_epochs} ({m['phase']}): train loss {m['train_loss']:.4f} "
+                  f"acc {m['train_accuracy']:.4f} | test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}"
+                  f" | {m['epoch_time_s']:.1f} s", file=sys.stderr)
     wall = time.perf_counter() - started
-    last = run.history[-1]
+    energy = run.energy()
     metrics = {
         "config": cfg.model_dump(),
-        "time_steps": cfg.time_steps,
+        **run.summary(),
+        "energy": {k: v for k, v in energy.items() if k != "layers"},
+        "energy_layers": energy["layers"],
         "params": count_parameters(run.model),
-        "macs": sum(macs.values()),
+        "macs": energy["macs"],
         "train_size": len(run.train_split),
         "test_size": len(run.test_split),
-        "test_accuracy": last["test_accuracy"],
-        "test_loss": last["test_loss"],
-        "train_accuracy": last["train_accuracy"],
-        "mean_firing_rate": last["mean_firing_rate"],
-        "firing_rates": last["firing_rates"],
         "wall_time_s": wall,
         "history": run.history,
     }
     out.mkdir(parents=True, exist_ok=True)
     torch.save(run.state_dict(), out / "checkpoint.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"{cfg.model} {cfg.method} on {cfg.dataset}: test accuracy {last['test_accuracy']:.4f} after "
-          f"{cfg.epochs} epochs ({wall:.0f} s, {len(run.train_split)} training images) -> {out}")
+    ticket = f" at p={cfg.p} (pruned {metrics['sparsity']['pruned_fraction']:.4f})" if cfg.is_ticket else ""
+    print(f"{cfg.model} {cfg.method}{ticket} on {cfg.dataset}: test accuracy {metrics['test_accuracy']:.4f} after "
+          f"{run.total_epochs} epochs ({wall:.0f} s, {len(run.train_split)} training images) -> {out}")
+    return 0
+
+
+def load_checkpoint(directory: str) -> dict:
+    """A run's checkpoint, loaded with weights_only=True (tensors and plain containers only)."""
+    import torch
+
+    path = Path(directory) / "checkpoint.pt"
+    if not path.is_file():
+        raise InputError("checkpoint", f"{path} does not exist; pass the --out folder of an `slt train` run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, or one holding objects outside weights_only's allow-list
+        raise InputError("checkpoint", f"{path} is not a readable slt checkpoint ({type(err).__name__})") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from slt.train import TrainingRun, evaluate
+
+    state = load_checkpoint(args.checkpoint)
+    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
+    cfg = make_config(**{**state["config"], **overrides})
+    run = TrainingRun(cfg)
+    run.load_state_dict(state)
+    result = evaluate(run.model, run.test_split, run.pipeline, batch_size=cfg.batch_size)
+    report = {"checkpoint": args.checkpoint, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset,
+              "epoch": run.epoch, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+              "mean_firing_rate": result["mean_firing_rate"]}
+    if cfg.is_ticket:
+        from slt.tickets import sparsity_report
+
+        sparsity = sparsity_report(run.model)
+        report.update(p=cfg.p, pruned_fraction=sparsity["pruned_fraction"], storage_ratio=sparsity["storage_ratio"])
+    print(json.dumps(report))
+    return 0
+
+
+ENERGY_TOTALS = ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "opcounter_relative_difference", "macs",
+                 "sops", "mean_firing_rate")
+
+
+def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, "TrainConfig"]:
+    """Energy per image of a saved run, or of a freshly initialised model described by the options."""
+    import torch
+
+    from slt.data import DATASET_SHAPES
+    from slt.energy import measure_energy
+    from slt.data.base import DatasetInfo
+    from slt.train import TrainingRun, build_network
+
+    constants = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
+    if checkpoint:
+        state = load_checkpoint(checkpoint)
+        overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
+        cfg = make_config(**{**state["config"], **overrides})
+        run = TrainingRun(cfg)
+        run.load_state_dict(state)
+        return run.energy(batch=args.batch, **constants), cfg
+    cfg = _config_from(args)
+    if not cfg.spiking:  # ANN energy depends only on the shapes: no data needed
+        channels, size, classes = DATASET_SHAPES[cfg.dataset]
+        info = DatasetInfo(cfg.dataset, classes, channels, size, False, (0.0,) * channels, (1.0,) * channels, False)
+        torch.manual_seed(cfg.seed)
+        model = build_network(cfg, info)
+        shape = (1, channels, cfg.image_size or size, cfg.image_size or size)
+        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # non-binary, as pixels are
+        return measure_energy(model, example, spiking=False, T=1, **constants), cfg
+    run = TrainingRun(cfg)
+    return run.energy(batch=args.batch, **constants), cfg
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    report, cfg = _energy_of(args, args.checkpoint)
+    ann_mj = report["macs"] * report["e_mac_pj"] / 1e9
+    totals = {"model": cfg.model, "method": cfg.method, "dataset": cfg.dataset, "T": report["T"],
+              "trained": bool(args.checkpoint), **{k: report.get(k) for k in ENERGY_TOTALS},
+              "energy_mj_ann_twin": ann_mj, "ratio_to_ann": report["energy_mj"] / ann_mj}
+    if args.baseline:
+        base, _ = _energy_of(args, args.baseline)
+        totals.update(baseline=args.baseline, baseline_energy_mj=base["energy_mj"],
+                      ratio_to_baseline=report["energy_mj"] / base["energy_mj"],
+                      ratio_to_baseline_sparse=report["energy_mj_sparse"] / base["energy_mj_sparse"])
+    if args.per_layer:
+        columns = ("layer", "macs", "firing_rate", "sops", "kept_fraction", "energy_pj", "energy_pj_sparse")
+        print("\t".join(columns))
+        for row in report["layers"]:
+            print("\t".join("-" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))
+                            for c in columns))
+    print(json.dumps(totals))
     return 0
 
 
@@ -148,6 +239,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default runs/<time>-<model>-<method>-...)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(func=cmd_train)
+
+    energy = sub.add_parser("energy", help="energy per image (paper convention, sparsity-aware, op_counter check)")
+    _add_config_options(energy)
+    energy.add_argument("--checkpoint", default=None, help="a trained run's --out folder (default: a fresh model)")
+    energy.add_argument("--baseline", default=None, help="another run's folder; prints the energy ratio to it")
+    energy.add_argument("--batch", type=int, default=256, help="test images the firing rates are measured on")
+    energy.add_argument("--per-layer", action="store_true", help="also print the per-layer table (TSV)")
+    energy.add_argument("--e-mac", type=float, default=4.6, help="pJ per multiply-accumulate (default 4.6)")
+    energy.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate / synaptic operation (default 0.9)")
+    energy.set_defaults(func=cmd_energy)
+
+    evaluation = sub.add_parser("eval", help="reload a saved run (dense or ticket) and evaluate it on its test split")
+    evaluation.add_argument("--checkpoint", required=True, help="the --out folder of an `slt train` run")
+    evaluation.add_argument("--data-dir", default=None, help="read the data from here instead of the recorded path")
+    evaluation.add_argument("--device", default=None, help="[auto, cpu, cuda]")
+    evaluation.set_defaults(func=cmd_eval)
     return parser
 
 

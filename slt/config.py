@@ -8,14 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slt.errors import InputError
+from slt.methods import METHODS, Method
 
 DATASETS = ("digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs")
 MODELS = ("vgg9", "resnet19")
-# method -> (spiking?, description). Ticket methods join this table in slt.tickets.
-METHODS = {
-    "ann": (False, "dense ANN twin (ReLU, T = 1)"),
-    "snn": (True, "dense SNN (LIF, T time steps)"),
-}
 
 
 class TrainConfig(BaseModel):
@@ -40,6 +36,13 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=5e-4, ge=0.0)
     schedule: Literal["cosine", "none"] = "cosine"
     augment: bool = True
+    # tickets (methods lt, slt, mplt, mpslt)
+    p: float = Field(default=0.5, ge=0.0, lt=1.0)  # fraction of each prunable layer's weights pruned
+    weight_init: Literal["signed_constant", "kaiming_normal"] = "signed_constant"
+    dense_first: bool = False  # keep the first conv dense (trained normally)
+    dense_last: bool = False  # keep the classifier's last linear dense
+    global_threshold: bool = False  # one |score| threshold across layers instead of top-k per layer
+    finetune_epochs: int = Field(default=0, ge=0)  # after the search: freeze the mask, train kept weights
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -47,13 +50,19 @@ class TrainConfig(BaseModel):
     def _check(self):
         if self.method not in METHODS:
             raise ValueError(f"method: unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
-        if self.dataset not in ("digits",) and not self.data_dir:
-            raise ValueError(f"data_dir: dataset {self.dataset!r} needs --data-dir pointing at its files")
         return self
 
     @property
+    def method_info(self) -> Method:
+        return METHODS[self.method]
+
+    @property
     def spiking(self) -> bool:
-        return METHODS[self.method][0]
+        return self.method_info.spiking
+
+    @property
+    def is_ticket(self) -> bool:
+        return self.method_info.ticket is not None
 
     @property
     def time_steps(self) -> int:
@@ -80,6 +89,12 @@ ALLOWED = {
     "weight_decay": "a number >= 0",
     "schedule": "cosine, none",
     "augment": "true, false",
+    "p": "a number in [0, 1) (fraction of weights pruned)",
+    "weight_init": "signed_constant, kaiming_normal",
+    "dense_first": "true, false",
+    "dense_last": "true, false",
+    "global_threshold": "true, false",
+    "finetune_epochs": "an integer >= 0",
     "seed": "an integer",
     "device": "auto, cpu, cuda",
 }

@@ -1,13 +1,34 @@
-"""Operation counts and energy (DESIGN §3.5).
+"""Operation counts and energy per image (DESIGN §3.5, the paper's convention after Spikformer).
 
-Per-layer ANN MACs come from the layer shapes, measured with forward hooks on one input.
+For every conv/linear layer l: MACs_l per image per time step (from its shapes) and fr_l, the
+firing rate of the spikes entering it (fraction of ones per element per time step, measured on
+a batch). Then
+    E_ANN = e_mac · Σ_l MACs_l
+    E_SNN = e_mac · MACs_first + e_ac · Σ_{l ≥ 2} fr_l · T · MACs_l        (paper convention)
+and a sparsity-aware variant that scales each layer's operations by its kept-weight fraction.
+Layers fed by non-binary tensors (the first layer's pixels, avg-pooled spikes) use the mean input
+value as fr and are flagged `binary_input: false`.
+
+spikingjelly's op_counter (MACCounter + SynOpCounter) is run on the same batch as an independent
+cross-check. Where its conventions differ from the paper's:
+- it counts convolutions on spikes exactly (spikes x valid kernel positions x C_out), so zero
+  padding makes conv SynOps a few percent lower than fr·T·MACs (linear layers agree exactly);
+- it counts layers fed by non-binary tensors as MACs at 4.6 pJ (avg-pooled inputs, spike sums);
+- it does not skip zero (pruned) weights, so it matches the dense-connectivity figure;
+- it would count a first conv repeated over T as T MAC passes; our direct encoding runs the first
+  conv once per image, so both count it once.
 """
 
 import torch
 from spikingjelly.activation_based import functional
+from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from torch import nn
 
+E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014), as in the paper
+E_AC_PJ = 0.9  # 32-bit float accumulate
+
 COUNTED_LAYERS = (nn.Conv2d, nn.Linear)
+PJ_PER_MJ = 1e9
 
 
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
@@ -22,13 +43,39 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return per_output * (output.numel() // output.shape[0])
 
 
+class _LayerProbe:
+    """Forward hooks on every conv/linear: MACs per sample, input ones/sum and element count, binary flag."""
+
+    def __init__(self, model: nn.Module):
+        self.stats: dict[str, dict] = {}
+        self.handles = [module.register_forward_hook(self._hook(name))
+                        for name, module in model.named_modules() if isinstance(module, COUNTED_LAYERS)]
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            x = inputs[0].detach()
+            entry = self.stats.setdefault(name, {"macs": layer_macs(module, output), "sum": 0.0, "count": 0,
+                                                 "binary": True, "order": len(self.stats)})
+            entry["sum"] += float(x.sum(dtype=torch.float64))
+            entry["count"] += x.numel()
+            entry["binary"] &= bool(((x == 0) | (x == 1)).all())
+        return hook
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _kept_fractions(model: nn.Module) -> dict[str, float]:
+    from slt.tickets import ticket_layers  # tickets build on models; energy only reads their masks
+
+    return {name: float(layer.mask().mean()) for name, layer in ticket_layers(model).items()}
+
+
 @torch.no_grad()
 def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     """ANN MACs per image per time step of every conv/linear layer, keyed by module name."""
-    counts: dict[str, int] = {}
-    hooks = [module.register_forward_hook(lambda mod, inputs, output, name=name: counts.__setitem__(
-                 name, layer_macs(mod, output)))
-             for name, module in model.named_modules() if isinstance(module, COUNTED_LAYERS)]
+    probe = _LayerProbe(model)
     was_training = model.training
     model.eval()
     try:
@@ -36,6 +83,78 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     finally:
         model.train(was_training)
         functional.reset_net(model)
-        for handle in hooks:
-            handle.remove()
-    return counts
+        probe.remove()
+    return {name: entry["macs"] for name, entry in probe.stats.items()}
+
+
+@torch.no_grad()
+def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: int, e_mac_pj: float = E_MAC_PJ,
+                   e_ac_pj: float = E_AC_PJ, opcounter: bool = True) -> dict:
+    """Energy per image of `model` on the batch `inputs` (as the model takes them), in millijoules.
+
+    Returns totals (energy_mj, energy_mj_sparse, energy_mj_opcounter and its relative difference,
+    macs, sops, mean_firing_rate) and `layers`, a per-layer table.
+    """
+    batch = inputs.shape[1] if inputs.dim() == 5 else inputs.shape[0]
+    was_training = model.training
+    model.eval()
+    probe = _LayerProbe(model)
+    try:
+        model(inputs)
+    finally:
+        functional.reset_net(model)
+        probe.remove()
+    kept = _kept_fractions(model)
+    layers = []
+    for index, (name, entry) in enumerate(sorted(probe.stats.items(), key=lambda item: item[1]["order"])):
+        first = index == 0
+        macs = entry["macs"]
+        keep = kept.get(name, 1.0)
+        row = {"layer": name, "macs": macs, "kept_fraction": keep, "binary_input": entry["binary"]}
+        if not spiking:
+            row.update(firing_rate=None, sops=0.0, energy_pj=e_mac_pj * macs)
+        elif first:  # real-valued input, computed once per image: MACs, not SOPs
+            row.update(firing_rate=None, sops=0.0, energy_pj=e_mac_pj * macs)
+        else:
+            rate = entry["sum"] / entry["count"]
+            sops = rate * T * macs
+            row.update(firing_rate=rate, sops=sops, energy_pj=e_ac_pj * sops)
+        row["energy_pj_sparse"] = row["energy_pj"] * keep
+        layers.append(row)
+    totals = {
+        "spiking": spiking,
+        "T": T if spiking else 1,
+        "macs": sum(r["macs"] for r in layers),
+        "sops": sum(r["sops"] for r in layers),
+        "mean_firing_rate": (sum(r["firing_rate"] for r in layers if r["firing_rate"] is not None)
+                             / max(1, sum(r["firing_rate"] is not None for r in layers))) if spiking else None,
+        "energy_mj": sum(r["energy_pj"] for r in layers) / PJ_PER_MJ,
+        "energy_mj_sparse": sum(r["energy_pj_sparse"] for r in layers) / PJ_PER_MJ,
+        "e_mac_pj": e_mac_pj,
+        "e_ac_pj": e_ac_pj,
+    }
+    if opcounter:
+        totals.update(opcounter_energy(model, inputs, batch, e_mac_pj=e_mac_pj, e_ac_pj=e_ac_pj))
+        totals["opcounter_relative_difference"] = (totals["energy_mj_opcounter"] - totals["energy_mj"]) / \
+            totals["energy_mj"]
+    model.train(was_training)
+    return {**totals, "layers": layers}
+
+
+@torch.no_grad()
+def opcounter_energy(model: nn.Module, inputs: torch.Tensor, batch: int, *, e_mac_pj: float = E_MAC_PJ,
+                     e_ac_pj: float = E_AC_PJ) -> dict:
+    """spikingjelly 2.0's MACCounter + SynOpCounter on the same batch, in mJ per image (BN ignored)."""
+    ignore = [nn.BatchNorm1d, nn.BatchNorm2d]
+    macs, synops = MACCounter(extra_ignore_modules=ignore), SynOpCounter(extra_ignore_modules=ignore)
+    was_training = model.training
+    model.eval()
+    try:
+        with DispatchCounterMode([macs, synops]):
+            model(inputs)
+    finally:
+        model.train(was_training)
+        functional.reset_net(model)
+    mac_total, synop_total = macs.get_total() / batch, synops.get_total() / batch
+    return {"opcounter_macs": mac_total, "opcounter_synops": synop_total,
+            "energy_mj_opcounter": (e_mac_pj * mac_total + e_ac_pj * synop_total) / PJ_PER_MJ}

@@ -24,7 +24,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int =
         dataset = load_digits(image_size=image_size or 32, seed=DIGITS_SPLIT_SEED)
     else:
         if data_dir is None:
-            raise InputError("data_dir", f"dataset {name!r} needs a data directory")
+            raise InputError("data_dir", f"dataset {name!r} needs --data-dir pointing at its original files")
         if not Path(data_dir).is_dir():
             raise InputError("data_dir", f"{data_dir} is not a directory; point it at the {name} files")
         if name == "cifar10":

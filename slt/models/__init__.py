@@ -23,4 +23,5 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of the architecture; a ticket's scores are search state, not model parameters."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.endswith("scores"))
