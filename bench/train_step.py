@@ -78,7 +78,7 @@ def main(argv=None) -> None:
           f"(1.0: an SNN step costs exactly T ANN steps; below 1: more)")
     print(f"ANN images/s / SNN images/s      = {ips['ann'] / ips['snn']:.2f}")
     for ticket in ("slt", "mpslt"):
-        print(f"{ticket} step / dense snn step         = {step[ticket] / step['snn']:.2f}   (goal <= 1.10)")
+        print(f"{ticket + ' step / dense snn step':<32} = {step[ticket] / step['snn']:.2f}   (goal <= 1.10)")
 
 if __name__ == "__main__":
     main()

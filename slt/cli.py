@@ -68,24 +68,35 @@ def _fresh_out_dir(out: str | None, cfg: TrainConfig) -> Path:
     return path
 
 
-def cmd_model_info(args: argparse.Namespace) -> int:
+def _model_without_data(cfg: TrainConfig):
+    """The config's model built from the dataset's shapes alone, with one non-binary example input."""
     import torch
 
     from slt.data import DATASET_SHAPES
-    from slt.energy import count_macs
-    from slt.models import build_model, count_parameters
+    from slt.data.base import DatasetInfo
+    from slt.train import build_network
 
-    cfg = make_config(model=args.model, width=args.width, T=args.T)
-    if args.dataset not in DATASET_SHAPES:
-        raise InputError("dataset", f"unknown dataset {args.dataset!r}; allowed: {ALLOWED['dataset']}")
-    channels, size, classes = DATASET_SHAPES[args.dataset]
-    size = args.image_size or size
-    model = build_model(cfg.model, num_classes=classes, in_channels=channels, image_size=size, spiking=False,
-                        width=cfg.width)
-    macs = count_macs(model, torch.zeros(1, channels, size, size))
-    print(json.dumps({"model": cfg.model, "dataset": args.dataset, "width": cfg.width, "input": [channels, size, size],
-                      "classes": classes, "params": count_parameters(model), "macs": sum(macs.values()),
-                      "macs_per_layer": macs}))
+    if cfg.dataset not in DATASET_SHAPES:
+        raise InputError("dataset", f"unknown dataset {cfg.dataset!r}; allowed: {ALLOWED['dataset']}")
+    channels, size, classes = DATASET_SHAPES[cfg.dataset]
+    size = cfg.image_size or size  # digits are upsampled to it, event frames resized to it
+    info = DatasetInfo(cfg.dataset, classes, channels, size, False, (0.0,) * channels, (1.0,) * channels, False)
+    torch.manual_seed(cfg.seed)
+    example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+    return build_network(cfg, info), example
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from slt.energy import count_macs
+    from slt.models import count_parameters
+
+    cfg = make_config(model=args.model, dataset=args.dataset, width=args.width, image_size=args.image_size,
+                      method="ann")
+    model, example = _model_without_data(cfg)
+    macs = count_macs(model, example)
+    print(json.dumps({"model": cfg.model, "dataset": cfg.dataset, "width": cfg.width, "input": list(example.shape[1:]),
+                      "classes": model.classifier[-1].out_features, "params": count_parameters(model),
+                      "macs": sum(macs.values()), "macs_per_layer": macs}))
     return 0
 
 
@@ -173,12 +184,8 @@ ENERGY_TOTALS = ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "opcoun
 
 def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, "TrainConfig"]:
     """Energy per image of a saved run, or of a freshly initialised model described by the options."""
-    import torch
-
-    from slt.data import DATASET_SHAPES
     from slt.energy import measure_energy
-    from slt.data.base import DatasetInfo
-    from slt.train import TrainingRun, build_network
+    from slt.train import TrainingRun
 
     constants = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
     if checkpoint:
@@ -190,12 +197,7 @@ def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, 
         return run.energy(batch=args.batch, **constants), cfg
     cfg = _config_from(args)
     if not cfg.spiking:  # ANN energy depends only on the shapes: no data needed
-        channels, size, classes = DATASET_SHAPES[cfg.dataset]
-        info = DatasetInfo(cfg.dataset, classes, channels, size, False, (0.0,) * channels, (1.0,) * channels, False)
-        torch.manual_seed(cfg.seed)
-        model = build_network(cfg, info)
-        shape = (1, channels, cfg.image_size or size, cfg.image_size or size)
-        example = torch.randn(shape, generator=torch.Generator().manual_seed(0))  # non-binary, as pixels are
+        model, example = _model_without_data(cfg)
         return measure_energy(model, example, spiking=False, T=1, **constants), cfg
     run = TrainingRun(cfg)
     return run.energy(batch=args.batch, **constants), cfg
@@ -230,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--model", default="vgg9", help=f"[{ALLOWED['model']}]")
     info.add_argument("--dataset", default="cifar10", help=f"input shape and classes of [{ALLOWED['dataset']}]")
     info.add_argument("--width", default=1.0, help="channel width multiplier")
-    info.add_argument("--image-size", type=int, default=None, help="input size (default: the dataset's)")
-    info.add_argument("--T", default=4, help="time steps (MACs are per time step)")
+    info.add_argument("--image-size", default=None, help="input size (default: the dataset's)")
     info.set_defaults(func=cmd_model_info)
 
     train = sub.add_parser("train", help="train one model and write metrics.json and checkpoint.pt")

@@ -1,4 +1,4 @@
-"""The foundation's acceptance runs on the real CIFAR-10 subset (slow: about a minute each on 2 cores)."""
+"""Acceptance runs on the real CIFAR-10 subset (slow: about a minute each on 2 cores)."""
 
 import json
 import subprocess
@@ -24,3 +24,16 @@ def test_vgg9_on_cifar10_subset_beats_chance_and_is_reproducible(tmp_path, cifar
     second = slt_train(tmp_path / "b", cifar10_dir, method)
     for key in ("test_accuracy", "test_loss", "train_accuracy", "firing_rates"):
         assert first[key] == second[key], key
+
+
+@pytest.mark.parametrize("method", ["lt", "slt", "mplt", "mpslt"])
+def test_vgg9_tickets_on_cifar10_subset_beat_chance_at_exact_sparsity(tmp_path, cifar10_dir, method):
+    out = tmp_path / method
+    subprocess.run([sys.executable, "-m", "slt.cli", "train", "--model", "vgg9", "--method", method, "--p", "0.5",
+                    "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--subset", "2000", "--epochs", "3",
+                    "--width", "0.25", "--out", str(out), "--quiet"], check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.15  # chance is 0.10
+    assert all(layer["pruned_fraction"] == pytest.approx(0.5, abs=1e-3)
+               for layer in metrics["sparsity"]["layers"].values())
+    assert metrics["energy"]["energy_mj_sparse"] < metrics["energy"]["energy_mj"]

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from slt.cli import main
+from slt.energy import count_macs, measure_energy
+from slt.methods import METHODS
+from slt.models import build_model
+from slt.models.encoding import decode
+from slt.tickets import make_ticket
+
+T = 2
+# Spikes entering fc2 for one image: 3 ones in 2 steps x 3 neurons -> firing rate 0.5.
+SPIKES = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+
+
+class ForcedSpikes(nn.Module):
+    """A toy SNN: fc1 on real inputs (once per image), a fixed spike pattern, fc2 on the spikes."""
+
+    T = T
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 3)
+        self.fc2 = nn.Linear(3, 2)
+
+    def forward(self, x):
+        self.fc1(x)
+        return decode(self.fc2(SPIKES), T)
+
+
+def test_macs_of_small_layers_match_hand_arithmetic():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 8, 3, groups=4, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    macs = count_macs(model, torch.zeros(2, 3, 8, 8))
+    assert macs == {"0": 3 * 9 * 8 * 4 * 4, "1": 2 * 9 * 8 * 4 * 4, "3": 128 * 5}
+
+
+def test_sops_and_energy_of_a_forced_spike_pattern():
+    report = measure_energy(ForcedSpikes(), torch.randn(1, 4), spiking=True, T=T)
+    first, second = report["layers"]
+    assert (first["macs"], second["macs"]) == (12, 6)
+    assert first["firing_rate"] is None and second["firing_rate"] == 0.5 and second["binary_input"]
+    assert second["sops"] == 0.5 * T * 6
+    # paper convention: 4.6 pJ x 12 MACs (first layer, once) + 0.9 pJ x 6 SOPs
+    assert report["energy_mj"] == pytest.approx((4.6 * 12 + 0.9 * 6) * 1e-9)
+    assert report["energy_mj_sparse"] == pytest.approx(report["energy_mj"])
+    # spikingjelly's op_counter counts the same here: 12 MACs and 3 spikes x 2 outputs = 6 SynOps
+    assert report["opcounter_macs"] == 12 and report["opcounter_synops"] == 6
+    assert report["opcounter_relative_difference"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sparsity_aware_energy_scales_each_layer_by_its_kept_fraction():
+    model = make_ticket(ForcedSpikes(), "biprop", 0.5, only="fc2")
+    report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T)
+    assert [r["kept_fraction"] for r in report["layers"]] == [1.0, 0.5]
+    assert report["energy_mj"] == pytest.approx((4.6 * 12 + 0.9 * 6) * 1e-9)
+    assert report["energy_mj_sparse"] == pytest.approx((4.6 * 12 + 0.9 * 6 * 0.5) * 1e-9)
+
+
+def test_ann_energy_is_all_macs_and_matches_opcounter():
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=False)
+    report = measure_energy(model, torch.randn(2, 3, 32, 32), spiking=False, T=1)
+    assert report["macs"] == 153_881_088
+    assert report["energy_mj"] == pytest.approx(4.6 * 153_881_088 * 1e-9)
+    assert report["opcounter_relative_difference"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_spiking_vgg_within_documented_padding_tolerance_of_opcounter():
+    torch.manual_seed(0)
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=True, T=4, width=0.25)
+    report = measure_energy(model, torch.randn(4, 3, 32, 32) * 3, spiking=True, T=4)
+    assert report["opcounter_macs"] == report["layers"][0]["macs"]  # first conv counted once by both
+    assert -0.15 < report["opcounter_relative_difference"] <= 0.0  # zero padding: exact count is lower
+
+
+def test_energy_constants_are_parameters():
+    model = nn.Sequential(nn.Linear(4, 3))
+    report = measure_energy(model, torch.randn(1, 4), spiking=False, T=1, e_mac_pj=1.0)
+    assert report["energy_mj"] == pytest.approx(12e-9)
+
+
+@pytest.mark.parametrize("model", ["vgg9", "resnet19"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_slt_energy_cli_for_every_model_and_method(capsys, model, method):
+    assert main(["energy", "--model", model, "--method", method, "--dataset", "digits", "--image-size", "16",
+                 "--width", "0.125", "--T", "2", "--batch", "8", "--subset", "16"]) == 0
+    totals = json.loads(capsys.readouterr().out.splitlines()[-1])
+    for key in ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "macs", "sops", "mean_firing_rate"):
+        assert key in totals
+    assert totals["energy_mj"] > 0 and totals["macs"] > 0
+    if METHODS[method].spiking:
+        assert 0 <= totals["mean_firing_rate"] <= 1 and totals["T"] == 2
+    else:
+        assert totals["mean_firing_rate"] is None and totals["energy_mj"] == pytest.approx(totals["energy_mj_ann_twin"])
+    if METHODS[method].ticket:
+        assert totals["energy_mj_sparse"] == pytest.approx(totals["energy_mj"] * 0.5, rel=0.02)
+
+
+def test_per_layer_table(capsys):
+    assert main(["energy", "--model", "vgg9", "--method", "ann", "--dataset", "cifar10", "--per-layer"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t")[0] == "layer" and lines[1].startswith("stem.0\t1769472\t")
