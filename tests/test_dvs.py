@@ -1,6 +1,7 @@
 """DVS readers on tiny files written in the real formats (AEDAT 3.1 for DVS128 Gesture, jAER AEDAT 2.0
 for CIFAR10-DVS), frame integration against hand-computed arrays, splits, the cache and input errors."""
 
+import json
 import struct
 from pathlib import Path
 
@@ -377,3 +378,17 @@ def test_cifar10_dvs_input_errors(tmp_path):
     with pytest.raises(InputError) as e:
         dvs.load_cifar10_dvs(tmp_path / "again", frames=2)
     assert "cifar10_dog_1.aedat" in one_line_error(e, "data_dir")
+
+
+@pytest.mark.parametrize("method", ["snn", "ann", "mpslt"])
+def test_slt_train_runs_end_to_end_on_real_format_gesture_files(tmp_path, capsys, method):
+    from slt.cli import main
+
+    make_gesture(tmp_path / "gesture")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vgg9", "--method", method, "--dataset", "dvs128-gesture", "--data-dir",
+                 str(tmp_path / "gesture"), "--T", "3", "--image-size", "32", "--width", "0.125", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time_steps"] == (1 if method == "ann" else 3)
+    assert metrics["params"] > 0 and metrics["energy"]["energy_mj"] > 0
