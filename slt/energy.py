@@ -24,6 +24,8 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from torch import nn
 
+from slt.tickets import ticket_layers
+
 E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014), as in the paper
 E_AC_PJ = 0.9  # 32-bit float accumulate
 
@@ -67,8 +69,6 @@ class _LayerProbe:
 
 
 def _kept_fractions(model: nn.Module) -> dict[str, float]:
-    from slt.tickets import ticket_layers  # tickets build on models; energy only reads their masks
-
     return {name: float(layer.mask().mean()) for name, layer in ticket_layers(model).items()}
 
 
