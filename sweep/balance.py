@@ -1,0 +1,8 @@
+"""Sweep: the balance experiment (search_spaces/balance.yaml). python sweep/balance.py --help"""
+
+import sys
+
+from sweep.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("balance"))

@@ -1,0 +1,217 @@
+"""The engine: a validated search space -> a Ray Tune Tuner (search algorithm, scheduler, MLflow, storage).
+
+Everything a user can get wrong is checked before Ray starts or any trial runs: the search space,
+profile and overrides, the data directory, the tracking server, the storage path.
+"""
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from slt.data import load_dataset
+from slt.errors import InputError
+from sweep.space import SearchSpace
+from sweep.tracking import (MlflowSweepCallback, check_reachable, code_version, default_tracking_uri, experiment_id,
+                            write_json)
+
+SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
+
+
+@dataclass
+class SweepOptions:
+    tracking_uri: str | None = None
+    storage: str | None = None  # absolute folder shared by every node; default ./ray_results
+    resume: bool = False
+    address: str | None = None  # Ray cluster to join; default: start Ray on this machine
+    verbose: int = 1
+
+
+def resolved_base(space: SearchSpace) -> dict:
+    """The base run config with a data directory made absolute (trials run in other working dirs)."""
+    base = dict(space.base)
+    if base.get("data_dir"):
+        base["data_dir"] = str(Path(base["data_dir"]).expanduser().resolve())
+    return base
+
+
+def check_data(base: dict) -> None:
+    """Read the dataset once in the driver: a missing or malformed directory fails before any trial."""
+    load_dataset(base.get("dataset", "digits"), base.get("data_dir"), frames=base.get("T", 4),
+                 image_size=base.get("image_size"), label_kind=base.get("label_kind", "fine"), subset=1)
+
+
+def grid_variants(space: SearchSpace) -> list[dict]:
+    """Every configuration of the grid parameters, each repeated over seeds 0..repeats-1."""
+    grids = {k: v.values for k, v in space.searched.items() if v.type == "grid"}
+    combos = [dict(zip(grids, values)) for values in itertools.product(*grids.values())] or [{}]
+    if space.repeats > 1:
+        combos = [{**combo, "seed": seed} for combo in combos for seed in range(space.repeats)]
+    return combos
+
+
+def param_space(space: SearchSpace, base: dict) -> dict:
+    from ray import tune
+
+    params = {**base, "checkpoint_every": space.checkpoint_every, "energy_batch": space.energy_batch}
+    for name, parameter in space.searched.items():
+        if parameter.type == "choice":
+            params[name] = tune.choice(parameter.values)
+        elif parameter.type == "uniform":
+            params[name] = tune.uniform(parameter.low, parameter.high)
+        elif parameter.type == "loguniform":
+            params[name] = tune.loguniform(parameter.low, parameter.high)
+        elif parameter.type == "int":
+            params[name] = tune.randint(parameter.low, parameter.high + 1)
+    variants = grid_variants(space)
+    if variants != [{}]:
+        for name in variants[0]:
+            params.pop(name, None)
+        # One grid axis of whole variants (grid values x seeds), merged into the config by the trainable.
+        params["variant"] = tune.grid_search(variants)
+    return params
+
+
+def seed_points(space: SearchSpace) -> list[dict]:
+    """Evenly spaced first points for a 1-D continuous search (e.g. 5 values of λ), or the given list."""
+    given = space.search.seed_points
+    if isinstance(given, list):
+        return given
+    continuous = [(k, v) for k, v in space.searched.items() if v.type in ("uniform", "loguniform")]
+    if not given or len(continuous) != 1 or len(space.searched) != 1:
+        return []
+    name, parameter = continuous[0]
+    step = (parameter.high - parameter.low) / given
+    return [{name: parameter.low + step * (i + 0.5)} for i in range(given)]  # cell midpoints, inside the bounds
+
+
+def make_searcher(space: SearchSpace, optuna_storage: str, study_name: str):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if space.search.algorithm != "optuna":
+        return BasicVariantGenerator(max_concurrent=space.max_concurrent, random_state=space.search.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = space.search.seed
+    if space.search.sampler == "gp":
+        sampler = optuna.samplers.GPSampler(seed=seed, deterministic_objective=True,
+                                            n_startup_trials=max(1, len(seed_points(space))))
+    elif space.search.sampler == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(population_size=space.search.population_size, seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    metrics = [o.metric for o in space.objectives]
+    modes = [o.mode for o in space.objectives]
+    searcher = OptunaSearch(metric=metrics if space.multi_objective else metrics[0],
+                            mode=modes if space.multi_objective else modes[0], sampler=sampler,
+                            points_to_evaluate=seed_points(space) or None, study_name=study_name,
+                            storage=optuna.storages.RDBStorage(optuna_storage))
+    return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
+
+
+def make_scheduler(space: SearchSpace, max_epochs: int):
+    if space.scheduler.type != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    first = space.objectives[0]
+    return ASHAScheduler(metric=first.metric, mode=first.mode, max_t=max_epochs,
+                         grace_period=space.scheduler.grace_period, reduction_factor=space.scheduler.reduction_factor)
+
+
+def latest_sweep(storage: Path, prefix: str) -> Path | None:
+    candidates = sorted(p for p in storage.glob(f"{prefix}-*") if (p / SWEEP_FILE).is_file())
+    return candidates[-1] if candidates else None
+
+
+def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
+    """Validate the environment, then run (or resume) the sweep; returns Tune's ResultGrid."""
+    import json
+
+    started = time.perf_counter()
+    base = resolved_base(space)
+    check_data(base)
+    tracking_uri = options.tracking_uri or default_tracking_uri()
+    client = check_reachable(tracking_uri)
+    storage = Path(options.storage or "ray_results").expanduser().resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    prefix = f"{space.name}-{info['profile']}"
+    if options.resume:
+        sweep_dir = latest_sweep(storage, prefix)
+        if sweep_dir is None:
+            raise InputError("resume", f"no sweep {prefix}-* in {storage} to resume; run without --resume")
+        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        tracking_uri = options.tracking_uri or record["tracking_uri"]
+        client = check_reachable(tracking_uri)
+    else:
+        sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+        record = None
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on loopback (DESIGN §7)
+    import ray
+    from ray import tune
+
+    from trainables import train_ticket
+
+    experiment = experiment_id(client, space.name)
+    if record is None:
+        parent = client.create_run(experiment, run_name=sweep_dir.name, tags={
+            "sweep": sweep_dir.name, "search_space": space.name, "search_space_file": info["file"],
+            "search_space_sha256": info["sha256"], "profile": info["profile"], "code_version": code_version(),
+            "overrides": " ".join(info["overrides"]), "storage": str(sweep_dir), "algorithm": space.search.algorithm,
+            "sampler": space.search.sampler if space.search.algorithm == "optuna" else "",
+            "objectives": ",".join(f"{o.metric}:{o.mode}" for o in space.objectives),
+            "scheduler": space.scheduler.type})
+        parent_id = parent.info.run_id
+        client.log_param(parent_id, "num_samples", space.num_samples)
+        sweep_dir.mkdir(parents=True)
+        record = {"parent_run_id": parent_id, "experiment_id": experiment, "tracking_uri": tracking_uri,
+                  "space": info, "name": sweep_dir.name}
+        write_json(sweep_dir / SWEEP_FILE, record)
+    else:
+        parent_id = record["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=options.verbose > 0)
+        elif os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=options.verbose > 0)  # inside `ray job submit`: join that cluster
+        else:
+            ray.init(include_dashboard=False, log_to_driver=options.verbose > 0)
+
+    tags = {"sweep": sweep_dir.name, "profile": info["profile"], "search_space": space.name,
+            "search_space_file": info["file"], "search_space_sha256": info["sha256"], "code_version": code_version()}
+    callback = MlflowSweepCallback(tracking_uri, experiment, parent_id, tags)
+    trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    trial_path = str(sweep_dir / "tune")
+    if options.resume and tune.Tuner.can_restore(trial_path):
+        tuner = tune.Tuner.restore(trial_path, trainable=trainable, resume_errored=True)
+    else:
+        optuna_db = f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}" \
+            if tracking_uri.startswith("sqlite:///") else f"sqlite:///{sweep_dir / 'optuna.db'}"
+        max_epochs = base.get("epochs", 2) + base.get("finetune_epochs", 0)
+        single = None if space.multi_objective else space.objectives[0]
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(space, base),
+            tune_config=tune.TuneConfig(
+                metric=single.metric if single else None, mode=single.mode if single else None,
+                num_samples=space.num_samples, search_alg=make_searcher(space, optuna_db, sweep_dir.name),
+                scheduler=make_scheduler(space, max_epochs), max_concurrent_trials=space.max_concurrent),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(sweep_dir), callbacks=[callback], verbose=options.verbose,
+                failure_config=tune.FailureConfig(max_failures=space.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+        )
+    results = tuner.fit()
+    errors = sum(1 for r in results if r.error)
+    client.log_metric(parent_id, "trials", len(results))
+    client.log_metric(parent_id, "failed_trials", errors)
+    client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
+    client.set_terminated(parent_id, "FINISHED")
+    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri}

@@ -1,0 +1,8 @@
+"""Sweep: the pareto experiment (search_spaces/pareto.yaml). python sweep/pareto.py --help"""
+
+import sys
+
+from sweep.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main("pareto"))

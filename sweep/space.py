@@ -1,0 +1,232 @@
+"""Search spaces: one YAML file per experiment, validated before anything runs.
+
+A file has a `base` run config (slt.config.TrainConfig fields), `searched` parameters, the search
+algorithm, objectives, scheduler, budget, resources and named `profiles` (demo / cpu / full) whose
+keys override the top level. `--set key=value` overrides (dotted keys, YAML values) are applied
+after the profile and validated the same way. Every error is one line naming the field.
+"""
+
+import copy
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slt.config import TrainConfig, make_config
+from slt.errors import InputError
+
+PROFILES = ("demo", "cpu", "full")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Grid(_Strict):
+    type: Literal["grid"]
+    values: list[Any] = Field(min_length=1)
+
+
+class Choice(_Strict):
+    type: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+
+class Uniform(_Strict):
+    type: Literal["uniform", "loguniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+
+class IntRange(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int  # inclusive
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low <= self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        return self
+
+
+Parameter = Annotated[Grid | Choice | Uniform | IntRange, Field(discriminator="type")]
+
+
+class Objective(_Strict):
+    metric: Literal["accuracy", "loss", "energy_mj", "energy_mj_sparse", "mean_firing_rate"]
+    mode: Literal["max", "min"]
+
+
+class Search(_Strict):
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    sampler: Literal["gp", "tpe", "nsga2"] = "tpe"  # optuna only
+    seed_points: int | list[dict[str, Any]] = 0  # evenly spaced first points (1-D), or explicit configs
+    seed: int = 0
+    population_size: int = Field(default=8, ge=2)  # nsga2
+
+
+class Scheduler(_Strict):
+    type: Literal["none", "asha"] = "none"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1.0)
+
+
+class Resources(_Strict):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class SearchSpace(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: dict[str, Any] = {}
+    searched: dict[str, Parameter] = {}
+    repeats: int = Field(default=1, ge=1)  # seeds 0..repeats-1 for every configuration (grid/random)
+    search: Search = Search()
+    objectives: list[Objective] = Field(default=[Objective(metric="accuracy", mode="max")], min_length=1)
+    scheduler: Scheduler = Scheduler()
+    num_samples: int = Field(default=1, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    resources: Resources = Resources()
+    max_failures: int = Field(default=1, ge=0)  # retries of a failed trial from its last checkpoint
+    checkpoint_every: int = Field(default=1, ge=1)  # epochs
+    energy_batch: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        unknown = [k for k in self.searched if k not in TrainConfig.model_fields]
+        if unknown:
+            raise ValueError(f"searched.{unknown[0]}: not a run-config field; allowed: "
+                             f"{', '.join(TrainConfig.model_fields)}")
+        if self.search.algorithm == "optuna":
+            grids = [k for k, v in self.searched.items() if v.type == "grid"]
+            if grids:
+                raise ValueError(f"searched.{grids[0]}: optuna cannot search a grid; use type choice")
+            if self.repeats > 1:
+                raise ValueError("repeats: optuna searches one seed per trial; search `seed` or use grid/random")
+        elif len(self.objectives) > 1:
+            raise ValueError("objectives: several objectives need search.algorithm optuna")
+        if len(self.objectives) > 1 and self.search.sampler == "gp" and self.scheduler.type == "asha":
+            raise ValueError("scheduler: ASHA would put early-stopped trials on a multi-objective front; use none")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InputError(dotted, f"cannot set a key inside {key!r}, which is not a mapping")
+    node[keys[-1]] = value
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "searched":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_space_file(space: str) -> Path:
+    """A YAML path, or the name of a bundled search space (e.g. `decay_rate`)."""
+    path = Path(space)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise InputError("space", f"{space} does not exist")
+        return path.resolve()
+    bundled = resources.files("search_spaces") / f"{space}.yaml"
+    if not bundled.is_file():
+        names = sorted(p.name.removesuffix(".yaml") for p in resources.files("search_spaces").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise InputError("space", f"no search space named {space!r}; bundled: {', '.join(names)}")
+    return Path(str(bundled))
+
+
+_TAGS = {"grid", "choice", "uniform", "loguniform", "int"}  # discriminator tags pydantic puts in error paths
+
+
+def _first_error(err: ValidationError) -> InputError:
+    """The first validation error as one line: dotted field path, then the problem."""
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"] if part not in _TAGS)
+    message = first["msg"].removeprefix("Value error, ")
+    if not field and ": " in message:  # a cross-field check names its own field: "field: problem"
+        field, message = message.split(": ", 1)
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] != "value_error" and not isinstance(first.get("input"), dict):
+        message = f"{first.get('input')!r} is not allowed; {message}"
+    return InputError(field or "space", message)
+
+
+def load_space(space: str, profile: str = "demo", overrides: list[str] | None = None) -> tuple[SearchSpace, dict]:
+    """Read, merge (file -> profile -> --set overrides) and validate; returns the space and file info."""
+    path = resolve_space_file(space)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise InputError("space", f"{path} is not valid YAML ({where}: {getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise InputError("space", f"{path} must hold a mapping of fields")
+    profiles = raw.pop("profiles", {}) or {}
+    if profile not in PROFILES:
+        raise InputError("profile", f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    if profile not in profiles:
+        raise InputError("profile", f"{path.name} has no profile {profile!r}; it has: {', '.join(profiles) or 'none'}")
+    merged = _merge(raw, profiles[profile] or {})
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError("set", f"{item!r} is not KEY=VALUE (e.g. base.epochs=3 or num_samples=4)")
+        _set_dotted(merged, key.strip(), yaml.safe_load(value))
+    try:
+        result = SearchSpace(**merged)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    _check_run_configs(result)
+    info = {"file": str(path), "sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "profile": profile,
+            "overrides": list(overrides or [])}
+    return result, info
+
+
+def _check_run_configs(space: SearchSpace) -> None:
+    """Every configuration the search can produce must be a valid run config (checked at the extremes)."""
+    try:
+        make_config(**space.base)
+    except InputError as err:
+        raise InputError(f"base.{err.field}", err.problem) from None
+    for name, parameter in space.searched.items():
+        if parameter.type in ("grid", "choice"):
+            probes = parameter.values
+        elif parameter.type == "int":
+            probes = [parameter.low, parameter.high]
+        else:  # samples lie in [low, high)
+            probes = [parameter.low, parameter.high - 1e-9 * (parameter.high - parameter.low)]
+        for value in probes:
+            try:
+                make_config(**{**space.base, name: value})
+            except InputError as err:
+                raise InputError(f"searched.{name}", err.problem) from None

@@ -1,0 +1,81 @@
+"""One function trainable for every model, method and dataset (a Ray Tune trainable is a plain function).
+
+The config is a TrainConfig's fields plus `checkpoint_every` (epochs) and `energy_batch` (test images
+the energy is measured on). Each epoch reports accuracy, loss, energy (paper convention and
+sparsity-aware), sparsity, mean firing rate, epoch time and `full_budget` (true on the last epoch).
+A checkpoint holds the whole TrainingRun state (model with scores/masks, optimiser, schedule,
+epoch, RNG), so a restarted trial continues bit for bit.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from slt.config import TrainConfig, make_config
+from slt.train import TrainingRun
+
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.json"
+ENERGY_TABLE_FILE = "energy_layers.json"
+# Metric names reported to Tune and logged to MLflow, the same everywhere.
+REPORTED_METRICS = ("accuracy", "loss", "train_accuracy", "train_loss", "energy_mj", "energy_mj_sparse",
+                    "mean_firing_rate", "pruned_fraction", "epoch", "epoch_time_s", "full_budget")
+
+
+def run_fields(config: dict) -> dict:
+    """The run-config fields of a trial config; a grid `variant` (grid values and seed) is merged in."""
+    merged = {**config, **config.get("variant", {})}
+    return {k: merged[k] for k in TrainConfig.model_fields if k in merged}
+
+
+def _train_config(config: dict) -> TrainConfig:
+    return make_config(**run_fields(config))
+
+
+def _save(run: TrainingRun, directory: Path, summary: dict | None, energy: dict) -> None:
+    torch.save(run.state_dict(), directory / STATE_FILE)
+    if summary is not None:
+        (directory / METRICS_FILE).write_text(json.dumps(summary, indent=2))
+        (directory / ENERGY_TABLE_FILE).write_text(json.dumps(energy["layers"], indent=2))
+
+
+def train_ticket(config: dict) -> None:
+    cfg = _train_config(config)
+    every = int(config.get("checkpoint_every", 1))
+    energy_batch = int(config.get("energy_batch", 256))
+    run = TrainingRun(cfg)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            run.load_state_dict(torch.load(Path(directory) / STATE_FILE, weights_only=True))
+    while not run.done:
+        epoch = run.run_epoch()
+        final = run.done
+        energy = run.energy(batch=energy_batch, opcounter=final)
+        summary = run.summary()
+        result = {
+            "accuracy": epoch["test_accuracy"],
+            "loss": epoch["test_loss"],
+            "train_accuracy": epoch["train_accuracy"],
+            "train_loss": epoch["train_loss"],
+            "energy_mj": energy["energy_mj"],
+            "energy_mj_sparse": energy["energy_mj_sparse"],
+            "mean_firing_rate": epoch["mean_firing_rate"] or 0.0,
+            "pruned_fraction": summary["sparsity"]["pruned_fraction"] if "sparsity" in summary else 0.0,
+            "epoch": run.epoch,
+            "phase": epoch["phase"],
+            "epoch_time_s": epoch["epoch_time_s"],
+            "full_budget": final,
+        }
+        if final or run.epoch % every == 0:
+            with tempfile.TemporaryDirectory() as directory:
+                if final:
+                    summary = {**summary, "energy": {k: v for k, v in energy.items() if k != "layers"},
+                               "history": run.history, "config": cfg.model_dump()}
+                _save(run, Path(directory), summary if final else None, energy)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(result)
