@@ -25,6 +25,7 @@ def build_parser(default_space: str) -> argparse.ArgumentParser:
 
 def main(default_space: str, argv: list[str] | None = None) -> int:
     args = build_parser(default_space).parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (DB migrations) are not ours to show
     try:
         space, info = load_space(args.space, args.profile, args.overrides)
         from sweep.engine import SweepOptions, run_sweep
@@ -50,9 +51,10 @@ def summarise(space, results, record) -> None:
         print(f"best {objective.metric} = {best.metrics[objective.metric]:.4f} with {run_fields(best.config)}")
     print(f"Tune results:  {record['sweep_dir']}")
     print(f"MLflow:        {record['tracking_uri']} (experiment {space.name!r}, parent run {record['parent_run_id']})")
+    print(f"Optuna study:  {record['optuna_storage']} (study {record['name']!r}; "
+          f"optuna-dashboard {record['optuna_storage']} --host 127.0.0.1)")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
     sys.exit(main("decay_rate"))

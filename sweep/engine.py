@@ -14,6 +14,7 @@ from pathlib import Path
 from slt.data import load_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
+from sweep.study import OptunaStudyExport
 from sweep.tracking import (MlflowSweepCallback, check_reachable, code_version, default_tracking_uri, experiment_id,
                             write_json)
 
@@ -44,9 +45,11 @@ def check_data(base: dict) -> None:
 
 
 def grid_variants(space: SearchSpace) -> list[dict]:
-    """Every configuration of the grid parameters, each repeated over seeds 0..repeats-1."""
+    """Every configuration of the grid parameters plus `include`, each repeated over seeds 0..repeats-1."""
     grids = {k: v.values for k, v in space.searched.items() if v.type == "grid"}
-    combos = [dict(zip(grids, values)) for values in itertools.product(*grids.values())] or [{}]
+    combos = [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
+    combos += [dict(extra) for extra in space.include]
+    combos = combos or [{}]
     if space.repeats > 1:
         combos = [{**combo, "seed": seed} for combo in combos for seed in range(space.repeats)]
     return combos
@@ -67,7 +70,7 @@ def param_space(space: SearchSpace, base: dict) -> dict:
             params[name] = tune.randint(parameter.low, parameter.high + 1)
     variants = grid_variants(space)
     if variants != [{}]:
-        for name in variants[0]:
+        for name in {key for variant in variants for key in variant}:
             params.pop(name, None)
         # One grid axis of whole variants (grid values x seeds), merged into the config by the trainable.
         params["variant"] = tune.grid_search(variants)
@@ -87,7 +90,7 @@ def seed_points(space: SearchSpace) -> list[dict]:
     return [{name: parameter.low + step * (i + 0.5)} for i in range(given)]  # cell midpoints, inside the bounds
 
 
-def make_searcher(space: SearchSpace, optuna_storage: str, study_name: str):
+def make_searcher(space: SearchSpace):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -108,8 +111,7 @@ def make_searcher(space: SearchSpace, optuna_storage: str, study_name: str):
     modes = [o.mode for o in space.objectives]
     searcher = OptunaSearch(metric=metrics if space.multi_objective else metrics[0],
                             mode=modes if space.multi_objective else modes[0], sampler=sampler,
-                            points_to_evaluate=seed_points(space) or None, study_name=study_name,
-                            storage=optuna.storages.RDBStorage(optuna_storage))
+                            points_to_evaluate=seed_points(space) or None)
     return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
 
 
@@ -186,14 +188,15 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
 
     tags = {"sweep": sweep_dir.name, "profile": info["profile"], "search_space": space.name,
             "search_space_file": info["file"], "search_space_sha256": info["sha256"], "code_version": code_version()}
-    callback = MlflowSweepCallback(tracking_uri, experiment, parent_id, tags)
+    optuna_db = f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}" \
+        if tracking_uri.startswith("sqlite:///") else f"sqlite:///{sweep_dir / 'optuna.db'}"
+    callbacks = [MlflowSweepCallback(tracking_uri, experiment, parent_id, tags),
+                 OptunaStudyExport(optuna_db, sweep_dir.name, space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     trial_path = str(sweep_dir / "tune")
     if options.resume and tune.Tuner.can_restore(trial_path):
         tuner = tune.Tuner.restore(trial_path, trainable=trainable, resume_errored=True)
     else:
-        optuna_db = f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}" \
-            if tracking_uri.startswith("sqlite:///") else f"sqlite:///{sweep_dir / 'optuna.db'}"
         max_epochs = base.get("epochs", 2) + base.get("finetune_epochs", 0)
         single = None if space.multi_objective else space.objectives[0]
         tuner = tune.Tuner(
@@ -201,10 +204,10 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
             param_space=param_space(space, base),
             tune_config=tune.TuneConfig(
                 metric=single.metric if single else None, mode=single.mode if single else None,
-                num_samples=space.num_samples, search_alg=make_searcher(space, optuna_db, sweep_dir.name),
+                num_samples=space.num_samples, search_alg=make_searcher(space),
                 scheduler=make_scheduler(space, max_epochs), max_concurrent_trials=space.max_concurrent),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(sweep_dir), callbacks=[callback], verbose=options.verbose,
+                name="tune", storage_path=str(sweep_dir), callbacks=callbacks, verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
@@ -214,4 +217,4 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     client.log_metric(parent_id, "failed_trials", errors)
     client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
     client.set_terminated(parent_id, "FINISHED")
-    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri}
+    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri, "optuna_storage": optuna_db}

@@ -93,6 +93,7 @@ class SearchSpace(_Strict):
     description: str = ""
     base: dict[str, Any] = {}
     searched: dict[str, Parameter] = {}
+    include: list[dict[str, Any]] = []  # extra configurations run besides the grid (e.g. dense baselines)
     repeats: int = Field(default=1, ge=1)  # seeds 0..repeats-1 for every configuration (grid/random)
     search: Search = Search()
     objectives: list[Objective] = Field(default=[Objective(metric="accuracy", mode="max")], min_length=1)
@@ -110,6 +111,8 @@ class SearchSpace(_Strict):
         if unknown:
             raise ValueError(f"searched.{unknown[0]}: not a run-config field; allowed: "
                              f"{', '.join(TrainConfig.model_fields)}")
+        if self.include and self.search.algorithm != "grid":
+            raise ValueError("include: extra configurations need search.algorithm grid")
         if self.search.algorithm == "optuna":
             grids = [k for k, v in self.searched.items() if v.type == "grid"]
             if grids:
@@ -218,6 +221,11 @@ def _check_run_configs(space: SearchSpace) -> None:
         make_config(**space.base)
     except InputError as err:
         raise InputError(f"base.{err.field}", err.problem) from None
+    for index, extra in enumerate(space.include):
+        try:
+            make_config(**{**space.base, **extra})
+        except InputError as err:
+            raise InputError(f"include.{index}.{err.field}", err.problem) from None
     for name, parameter in space.searched.items():
         if parameter.type in ("grid", "choice"):
             probes = parameter.values

@@ -18,6 +18,7 @@ from slt.config import TrainConfig, make_config
 from slt.train import TrainingRun
 
 STATE_FILE = "state.pt"
+PROGRESS_FILE = "progress.json"  # {"epoch": n} in every checkpoint, to pick the most advanced one
 METRICS_FILE = "metrics.json"
 ENERGY_TABLE_FILE = "energy_layers.json"
 # Metric names reported to Tune and logged to MLflow, the same everywhere.
@@ -37,9 +38,31 @@ def _train_config(config: dict) -> TrainConfig:
 
 def _save(run: TrainingRun, directory: Path, summary: dict | None, energy: dict) -> None:
     torch.save(run.state_dict(), directory / STATE_FILE)
+    (directory / PROGRESS_FILE).write_text(json.dumps({"epoch": run.epoch}))
     if summary is not None:
         (directory / METRICS_FILE).write_text(json.dumps(summary, indent=2))
         (directory / ENERGY_TABLE_FILE).write_text(json.dumps(energy["layers"], indent=2))
+
+
+def _epochs_in(directory: Path) -> int:
+    try:
+        return json.loads((directory / PROGRESS_FILE).read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def latest_state_file(checkpoint: tune.Checkpoint | None) -> Path | None:
+    """The saved state with the most epochs: Tune's checkpoint, or a newer one in the trial's folder.
+
+    Tune snapshots its experiment state only every few seconds, so after the driver is killed a
+    restored trial can be handed an older checkpoint (or none) than the ones it already wrote;
+    every reported epoch's checkpoint is in the trial folder, so resume from the newest of them.
+    """
+    candidates = [Path(p) for p in Path(tune.get_context().get_trial_dir()).glob("checkpoint_*")]
+    if checkpoint is not None:
+        candidates.append(Path(checkpoint.path))
+    candidates = [c for c in candidates if (c / STATE_FILE).is_file() and _epochs_in(c) >= 0]
+    return max(candidates, key=_epochs_in) / STATE_FILE if candidates else None
 
 
 def train_ticket(config: dict) -> None:
@@ -47,10 +70,9 @@ def train_ticket(config: dict) -> None:
     every = int(config.get("checkpoint_every", 1))
     energy_batch = int(config.get("energy_batch", 256))
     run = TrainingRun(cfg)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            run.load_state_dict(torch.load(Path(directory) / STATE_FILE, weights_only=True))
+    state_file = latest_state_file(tune.get_checkpoint())
+    if state_file is not None:
+        run.load_state_dict(torch.load(state_file, weights_only=True))
     while not run.done:
         epoch = run.run_epoch()
         final = run.done

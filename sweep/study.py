@@ -1,0 +1,65 @@
+"""A sweep's trials as an Optuna study in a SQLite file that optuna-dashboard can open.
+
+The searcher keeps its own in-memory study, which Tune checkpoints and restores with the sweep; a
+study in SQLite would run ahead of that snapshot when a driver is killed, and a resumed searcher
+then fails ("trial has already finished"). So finished trials are exported from the driver, once
+each (found again by their `trial_id` attribute after a restart).
+"""
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+from ray import tune
+
+from trainables import run_fields
+
+
+def distributions(space) -> dict:
+    result = {}
+    for name, parameter in space.searched.items():
+        if parameter.type in ("grid", "choice"):
+            result[name] = CategoricalDistribution(parameter.values)
+        elif parameter.type == "int":
+            result[name] = IntDistribution(parameter.low, parameter.high)
+        else:
+            result[name] = FloatDistribution(parameter.low, parameter.high, log=parameter.type == "loguniform")
+    return result
+
+
+class OptunaStudyExport(tune.Callback):
+    def __init__(self, storage: str, study_name: str, space):
+        self.storage, self.study_name = storage, study_name
+        self.metrics = [o.metric for o in space.objectives]
+        self.directions = ["maximize" if o.mode == "max" else "minimize" for o in space.objectives]
+        self.distributions = distributions(space)
+        self._study = None
+
+    def __getstate__(self):  # Tune pickles callbacks; a storage connection is not picklable
+        return {**self.__dict__, "_study": None}
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
+                                              directions=self.directions, load_if_exists=True)
+            self._study.set_metric_names(self.metrics)
+        return self._study
+
+    def _export(self, trial, state: TrialState) -> None:
+        if any(t.user_attrs.get("trial_id") == trial.trial_id for t in self.study.get_trials(deepcopy=False)):
+            return
+        result = trial.last_result or {}
+        fields = run_fields(trial.config)
+        params = {k: fields[k] for k in self.distributions if k in fields}
+        values = [float(result[m]) for m in self.metrics] if state == TrialState.COMPLETE else None
+        self.study.add_trial(create_trial(
+            params=params, distributions={k: self.distributions[k] for k in params}, values=values, state=state,
+            user_attrs={"trial_id": trial.trial_id, "full_budget": bool(result.get("full_budget")),
+                        "epochs": int(result.get("epoch", 0))}))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._export(trial, TrialState.COMPLETE)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._export(trial, TrialState.FAIL)

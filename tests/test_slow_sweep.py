@@ -1,0 +1,122 @@
+"""Real sweeps through the entry script: demo run, resume after SIGKILL, failing trials (slow)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_cmd(tmp_path, script="decay_rate", *extra):
+    return [sys.executable, str(REPO / "sweep" / f"{script}.py"), "--profile", "demo", "--quiet",
+            "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra]
+
+
+def children(tmp_path, experiment="decay_rate"):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return client, [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, kids
+
+
+def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
+    done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--set", "num_samples=3", "--set", "base.epochs=1"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 trials, 0 failed" in done.stdout and "best accuracy" in done.stdout
+    client, parents, kids = children(tmp_path)
+    assert len(parents) == 1 and len(kids) == 3
+    assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in parents + kids)
+    for kid in kids:
+        assert {"method", "model", "dataset", "p", "T", "decay", "seed"} <= set(kid.data.params)
+        assert kid.data.tags["full_budget"] == "true" and kid.data.tags["early_stopped"] == "false"
+        assert kid.data.metrics["pruned_fraction"] == pytest.approx(0.5, abs=1e-3)
+        assert {a.path for a in client.list_artifacts(kid.info.run_id)} == {"metrics.json", "energy_layers.json"}
+    tags = parents[0].data.tags
+    assert tags["profile"] == "demo" and tags["search_space"] == "decay_rate" and len(tags["search_space_sha256"]) == 16
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
+    settings = ["--set", "num_samples=4", "--set", "base.epochs=3", "--set", "max_concurrent=2"]
+    driver = subprocess.Popen(sweep_cmd(tmp_path, "decay_rate", *settings), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def some_done_some_checkpointed():
+            client, _, kids = children(tmp_path)
+            finished = [k for k in kids if k.info.status == "FINISHED"]
+            running = [k for k in kids if k.info.status == "RUNNING" and k.data.metrics.get("epoch", 0) >= 1]
+            return finished and running
+        wait_for(some_done_some_checkpointed, 900, "a finished trial and a checkpointed running one")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        try:  # the driver's Ray processes share its session: stop them by process group, not by name
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    client, _, before = children(tmp_path)
+    finished_before = {k.data.tags["trial_id"] for k in before if k.info.status == "FINISHED"}
+    steps_before = {k.data.tags["trial_id"]: len(client.get_metric_history(k.info.run_id, "accuracy")) for k in before}
+
+    resumed = subprocess.run(sweep_cmd(tmp_path, "decay_rate", *settings, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, parents, kids = children(tmp_path)
+    trial_ids = [k.data.tags["trial_id"] for k in kids]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trial_ids) == len(set(trial_ids)) == 4  # exactly one child run per trial
+    assert all(k.info.status == "FINISHED" for k in kids)  # none stuck RUNNING
+    for kid in kids:
+        history = client.get_metric_history(kid.info.run_id, "epoch")
+        steps = [m.step for m in history]
+        assert sorted(set(steps)) == [1, 2, 3]
+        assert steps.count(1) == 1, f"trial {kid.data.tags['trial_id']} restarted from scratch: {steps}"
+        if kid.data.tags["trial_id"] in finished_before:  # finished trials were not run again
+            assert len(client.get_metric_history(kid.info.run_id, "accuracy")) == steps_before[kid.data.tags["trial_id"]]
+
+
+def test_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    space = tmp_path / "explode.yaml"
+    space.write_text("""
+name: explode
+base: {model: vgg9, method: snn, dataset: digits, image_size: 16, width: 0.125, T: 2, epochs: 1, optimizer: sgd}
+searched:
+  lr: {type: grid, values: [0.01, 1.0e+30]}
+search: {algorithm: grid}
+max_failures: 1
+max_concurrent: 2
+profiles:
+  demo: {}
+""")
+    done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--space", str(space)), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 trials, 1 failed" in done.stdout
+    _, parents, kids = children(tmp_path, "explode")
+    assert len(kids) == 2 and parents[0].info.status == "FINISHED"
+    failed = [k for k in kids if k.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.params["lr"] == "1e+30"
+    assert failed[0].data.tags["status"] == "failed" and "FloatingPointError" in failed[0].data.tags["reason"]
+    ok = [k for k in kids if k.info.status == "FINISHED"]
+    assert ok[0].data.tags["status"] == "finished"

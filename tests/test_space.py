@@ -1,0 +1,120 @@
+"""Search spaces: bundled files validate; bad files, profiles and overrides get one-line errors."""
+
+import socket
+import time
+
+import pytest
+
+from slt.errors import InputError
+from sweep.cli import main
+from sweep.engine import grid_variants, param_space, seed_points
+from sweep.space import PROFILES, load_space
+
+BUNDLED = ["decay_rate", "pruning_ratio", "timestep", "finetune", "pareto"]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_bundled_spaces_validate_for_every_profile(name, profile):
+    space, info = load_space(name, profile)
+    assert space.name == name and info["profile"] == profile and len(info["sha256"]) == 16
+
+
+def write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = """
+name: toy
+base: {model: vgg9, method: slt, dataset: digits}
+searched:
+  decay: {type: uniform, low: 0.1, high: 0.9}
+search: {algorithm: optuna, sampler: gp, seed_points: 4}
+profiles:
+  demo: {num_samples: 3}
+"""
+
+
+@pytest.mark.parametrize("text,overrides,field", [
+    (GOOD.replace("low: 0.1", "low: 0.0"), [], "searched.decay"),
+    (GOOD.replace("high: 0.9", "high: 1.5"), [], "searched.decay"),
+    (GOOD.replace("low: 0.1", "low: 0.95"), [], "searched.decay"),
+    (GOOD.replace("method: slt", "method: magic"), [], "base.method"),
+    (GOOD.replace("sampler: gp", "sampler: cmaes"), [], "search.sampler"),
+    (GOOD.replace("decay: {", "lambda: {"), [], "searched.lambda"),
+    (GOOD + "foo: 1\n", [], "foo"),
+    (GOOD, ["num_samples=0"], "num_samples"),
+    (GOOD, ["base.T=0"], "base.T"),
+    (GOOD, ["base.p=1.0"], "base.p"),
+    (GOOD, ["nonsense"], "set"),
+    (GOOD.replace("type: uniform, low: 0.1, high: 0.9", "type: grid, values: [0.2, 0.8]"), [], "searched.decay"),
+    (GOOD, ["objectives=[{metric: accuracy, mode: max}, {metric: energy_mj, mode: min}]",
+            "search.algorithm=grid", "searched={}"], "objectives"),
+])
+def test_bad_space_is_one_line_naming_the_field(tmp_path, text, overrides, field):
+    with pytest.raises(InputError) as caught:
+        load_space(write(tmp_path, text), "demo", overrides)
+    assert caught.value.field == field, str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_malformed_yaml_and_unknown_profile(tmp_path):
+    with pytest.raises(InputError, match=r"^space: .* is not valid YAML \(line \d+"):
+        load_space(write(tmp_path, "name: [unclosed\n"), "demo")
+    with pytest.raises(InputError, match="^profile: unknown profile 'huge'; allowed: demo, cpu, full"):
+        load_space(write(tmp_path, GOOD), "huge")
+    with pytest.raises(InputError, match="^profile: .* has no profile 'full'"):
+        load_space(write(tmp_path, GOOD), "full")
+    with pytest.raises(InputError, match="^space: no search space named 'nope'"):
+        load_space("nope", "demo")
+
+
+def test_overrides_are_yaml_values_applied_after_the_profile(tmp_path):
+    space, info = load_space(write(tmp_path, GOOD), "demo", ["num_samples=5", "base.epochs=3", "base.width=0.5"])
+    assert space.num_samples == 5 and space.base["epochs"] == 3 and space.base["width"] == 0.5
+    assert info["overrides"] == ["num_samples=5", "base.epochs=3", "base.width=0.5"]
+
+
+def test_seed_points_are_evenly_spaced_inside_the_bounds(tmp_path):
+    space, _ = load_space(write(tmp_path, GOOD), "demo")
+    assert [round(p["decay"], 6) for p in seed_points(space)] == [0.2, 0.4, 0.6, 0.8]
+
+
+def test_grid_variants_cross_grids_add_includes_and_repeat_seeds():
+    space, _ = load_space("pruning_ratio", "cpu")
+    variants = grid_variants(space)
+    assert len(variants) == (4 * 5 + 2) * 3
+    assert {"method": "ann", "seed": 2} in variants and {"method": "mpslt", "p": 0.9, "seed": 0} in variants
+    params = param_space(space, space.base)
+    assert "method" not in params and "p" not in params and params["epochs"] == 4
+
+
+GOOD_RUN = GOOD.replace("profiles:", "max_concurrent: 1\nprofiles:")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--profile", "huge"], "profile"),
+    (["--set", "base.decay=2"], "base.decay"),
+    (["--set", "base.dataset=cifar10", "--set", "base.data_dir=/nonexistent/cifar"], "data_dir"),
+    (["--tracking-uri", "http://127.0.0.1:{port}"], "tracking_uri"),
+    (["--resume"], "resume"),
+])
+def test_sweep_bad_input_fails_in_one_line_before_anything_starts(tmp_path, capsys, monkeypatch, argv, field):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{port}", str(free_port())) for a in argv]
+    if "--tracking-uri" not in argv:
+        argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    started = time.perf_counter()
+    code = main("decay_rate", [*argv, "--storage", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"sweep: error: {field}: ") and err.count("\n") == 1, err
+    assert time.perf_counter() - started < 20
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
