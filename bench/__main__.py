@@ -1,8 +1,8 @@
-"""Run every benchmark: python -m bench [--quick]."""
+"""Run every benchmark: python -m bench."""
 
-import sys
-
-from bench import train_step
+from bench import sweep_utilisation, train_step
 
 if __name__ == "__main__":
-    train_step.main(sys.argv[1:])
+    train_step.main([])
+    print()
+    sweep_utilisation.main([])

@@ -116,13 +116,16 @@ def make_searcher(space: SearchSpace):
 
 
 def make_scheduler(space: SearchSpace, max_epochs: int):
+    """ASHA on the first objective; it names the metric itself only in multi-objective sweeps
+    (with one objective Tune takes metric and mode from the TuneConfig and refuses them twice)."""
     if space.scheduler.type != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     first = space.objectives[0]
-    return ASHAScheduler(metric=first.metric, mode=first.mode, max_t=max_epochs,
-                         grace_period=space.scheduler.grace_period, reduction_factor=space.scheduler.reduction_factor)
+    named = {"metric": first.metric, "mode": first.mode} if space.multi_objective else {}
+    return ASHAScheduler(max_t=max_epochs, grace_period=space.scheduler.grace_period,
+                         reduction_factor=space.scheduler.reduction_factor, **named)
 
 
 def latest_sweep(storage: Path, prefix: str) -> Path | None:
@@ -205,7 +208,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
             tune_config=tune.TuneConfig(
                 metric=single.metric if single else None, mode=single.mode if single else None,
                 num_samples=space.num_samples, search_alg=make_searcher(space),
-                scheduler=make_scheduler(space, max_epochs), max_concurrent_trials=space.max_concurrent),
+                scheduler=make_scheduler(space, max_epochs)),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(sweep_dir), callbacks=callbacks, verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),

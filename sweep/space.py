@@ -121,8 +121,6 @@ class SearchSpace(_Strict):
                 raise ValueError("repeats: optuna searches one seed per trial; search `seed` or use grid/random")
         elif len(self.objectives) > 1:
             raise ValueError("objectives: several objectives need search.algorithm optuna")
-        if len(self.objectives) > 1 and self.search.sampler == "gp" and self.scheduler.type == "asha":
-            raise ValueError("scheduler: ASHA would put early-stopped trials on a multi-objective front; use none")
         return self
 
     @property

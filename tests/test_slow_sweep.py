@@ -120,3 +120,36 @@ profiles:
     assert failed[0].data.tags["status"] == "failed" and "FloatingPointError" in failed[0].data.tags["reason"]
     ok = [k for k in kids if k.info.status == "FINISHED"]
     assert ok[0].data.tags["status"] == "finished"
+
+
+def test_asha_stopped_trials_end_finished_and_tagged_early_stopped(tmp_path):
+    space = tmp_path / "asha.yaml"
+    space.write_text("""
+name: asha
+base: {model: vgg9, method: snn, dataset: digits, image_size: 16, width: 0.125, T: 2, epochs: 3}
+searched:
+  lr: {type: grid, values: [1.0e-6, 1.0e-5, 0.002, 0.004, 1.0e-6, 0.003]}
+search: {algorithm: grid}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+max_concurrent: 2
+profiles:
+  demo: {}
+""")
+    done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--space", str(space)), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, _, kids = children(tmp_path, "asha")
+    assert len(kids) == 6 and all(k.info.status == "FINISHED" for k in kids)
+    stopped = [k for k in kids if k.data.tags["early_stopped"] == "true"]
+    assert stopped, "ASHA stopped no trial"
+    for kid in kids:
+        epochs = len(client.get_metric_history(kid.info.run_id, "accuracy"))
+        assert (kid.data.tags["full_budget"] == "true") == (epochs == 3)
+        assert (kid in stopped) == (epochs < 3)
+
+    import optuna
+
+    study = optuna.load_study(study_name=next((tmp_path / "results").glob("asha-demo-*")).name,
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    exported = {t.user_attrs["trial_id"]: t.user_attrs["full_budget"] for t in study.trials}
+    assert exported == {k.data.tags["trial_id"]: k.data.tags["full_budget"] == "true" for k in kids}
