@@ -191,8 +191,11 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
 
     tags = {"sweep": sweep_dir.name, "profile": info["profile"], "search_space": space.name,
             "search_space_file": info["file"], "search_space_sha256": info["sha256"], "code_version": code_version()}
-    optuna_db = f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}" \
-        if tracking_uri.startswith("sqlite:///") else f"sqlite:///{sweep_dir / 'optuna.db'}"
+    # One study file per tracking store: beside a SQLite MLflow database, else at the storage root
+    # (/ray_results/optuna.db in docker-compose, where optuna-dashboard opens it); a study per sweep.
+    optuna_folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") \
+        else storage
+    optuna_db = f"sqlite:///{optuna_folder / 'optuna.db'}"
     callbacks = [MlflowSweepCallback(tracking_uri, experiment, parent_id, tags),
                  OptunaStudyExport(optuna_db, sweep_dir.name, space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
