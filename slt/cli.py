@@ -14,7 +14,7 @@ from slt.config import ALLOWED, METHODS, TrainConfig, make_config
 from slt.errors import InputError
 
 HELP = {
-    "model": "architecture",
+    "model": "architecture (spikformer-*: Spikformer-style transformer with ConvPEP, DESIGN §3.2)",
     "method": "what to train: " + "; ".join(f"{name} = {m.description}" for name, m in METHODS.items()),
     "dataset": "dataset (digits is bundled; the others need --data-dir)",
     "data_dir": "directory with the dataset's original files",
@@ -23,7 +23,10 @@ HELP = {
     "subset": "keep the first N examples of each split, stratified by class",
     "T": "time steps of the SNN (ANN twins run 1)",
     "decay": "membrane decay λ of U[t] = λ·U[t-1] + I[t]",
-    "width": "channel width multiplier",
+    "width": "channel width multiplier (CNNs; the transformers use --embed-dim)",
+    "depth": "transformers: number of blocks; None = the preset's (12)",
+    "embed_dim": "transformers: token width D; None = the preset's (192 tiny, 384 small)",
+    "heads": "transformers: attention heads; None = the preset's (3 tiny, 6 small)",
     "seed": "seed of initialisation, shuffling and augmentation",
     "device": "where to train",
     "p": "tickets: fraction of each prunable layer's weights pruned (k = 1 - p kept)",
@@ -32,6 +35,10 @@ HELP = {
     "dense_last": "tickets: keep the last linear dense and trained",
     "global_threshold": "tickets: one |score| threshold across all layers (default: exact top-k per layer)",
     "finetune_epochs": "tickets: epochs training the kept weights with the mask frozen, after the search",
+    "q": "multisp: fraction of tokens pruned per sample in Stage 2 (keeps the top ceil((1-q)·N) by ConvPEP "
+         "output magnitude)",
+    "patch_epochs": "multisp: epochs of Stage 2 (ConvPEP frozen, blocks trained on the kept tokens), after --epochs "
+                    "of Stage 1 (PEPSp)",
 }
 
 
@@ -90,8 +97,9 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     from slt.energy import count_macs
     from slt.models import count_parameters
 
+    dims = {name: value for name in ("depth", "embed_dim", "heads") if (value := getattr(args, name)) is not None}
     cfg = make_config(model=args.model, dataset=args.dataset, width=args.width, image_size=args.image_size,
-                      method="ann")
+                      method="ann", **dims)
     model, example = _model_without_data(cfg)
     macs = count_macs(model, example)
     print(json.dumps({"model": cfg.model, "dataset": cfg.dataset, "width": cfg.width, "input": list(example.shape[1:]),
@@ -139,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.save(run.state_dict(), out / "checkpoint.pt")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     ticket = f" at p={cfg.p} (pruned {metrics['sparsity']['pruned_fraction']:.4f})" if cfg.is_ticket else ""
+    if cfg.method_info.patch_pruning:
+        ticket += f", q={cfg.q} ({metrics['tokens_kept']} of {metrics['tokens']} tokens)"
     print(f"{cfg.model} {cfg.method}{ticket} on {cfg.dataset}: test accuracy {metrics['test_accuracy']:.4f} after "
           f"{run.total_epochs} epochs ({wall:.0f} s, {len(run.train_split)} training images) -> {out}")
     return 0
@@ -174,6 +184,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         sparsity = sparsity_report(run.model)
         report.update(p=cfg.p, pruned_fraction=sparsity["pruned_fraction"], storage_ratio=sparsity["storage_ratio"])
+    if cfg.method_info.patch_pruning:
+        report["q"] = cfg.q
     print(json.dumps(report))
     return 0
 
@@ -200,6 +212,7 @@ def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, 
         model, example = _model_without_data(cfg)
         return measure_energy(model, example, spiking=False, T=1, **constants), cfg
     run = TrainingRun(cfg)
+    run.enter_phase(len(run.phases) - 1)  # the network as it ends up, e.g. with MultiSp's patch pruning
     return run.energy(batch=args.batch, **constants), cfg
 
 
@@ -233,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--dataset", default="cifar10", help=f"input shape and classes of [{ALLOWED['dataset']}]")
     info.add_argument("--width", default=1.0, help="channel width multiplier")
     info.add_argument("--image-size", default=None, help="input size (default: the dataset's)")
+    for name in ("depth", "embed_dim", "heads"):
+        info.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=HELP[name])
     info.set_defaults(func=cmd_model_info)
 
     train = sub.add_parser("train", help="train one model and write metrics.json and checkpoint.pt")

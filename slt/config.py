@@ -11,13 +11,14 @@ from slt.errors import InputError
 from slt.methods import METHODS, Method
 
 DATASETS = ("digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs")
-MODELS = ("vgg9", "resnet19")
+MODELS = ("vgg9", "resnet19", "spikformer-tiny", "spikformer-small")
+TRANSFORMERS = ("spikformer-tiny", "spikformer-small")
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["vgg9", "resnet19"] = "vgg9"
+    model: Literal["vgg9", "resnet19", "spikformer-tiny", "spikformer-small"] = "vgg9"
     method: str = "snn"
     dataset: Literal["digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs"] = "digits"
     data_dir: str | None = None
@@ -29,6 +30,10 @@ class TrainConfig(BaseModel):
     decay: float = Field(default=0.5, gt=0.0, lt=1.0)
     width: float = Field(default=1.0, gt=0.0)
     pool: Literal["max", "avg"] = "max"
+    # transformers: None = the preset (tiny: 12, 192, 3; small: 12, 384, 6)
+    depth: int | None = Field(default=None, ge=1)
+    embed_dim: int | None = Field(default=None, ge=8)
+    heads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=64, ge=1)
     optimizer: Literal["sgd", "adam"] = "adam"
     lr: float = Field(default=2e-3, gt=0.0)
@@ -43,6 +48,9 @@ class TrainConfig(BaseModel):
     dense_last: bool = False  # keep the classifier's last linear dense
     global_threshold: bool = False  # one |score| threshold across layers instead of top-k per layer
     finetune_epochs: int = Field(default=0, ge=0)  # after the search: freeze the mask, train kept weights
+    # patch pruning (multisp-lt, multisp-slt): Stage 2 after the PEPSp search
+    q: float = Field(default=0.3, ge=0.0, lt=1.0)  # fraction of tokens pruned per sample
+    patch_epochs: int = Field(default=1, ge=1)  # epochs of Stage 2
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -50,6 +58,20 @@ class TrainConfig(BaseModel):
     def _check(self):
         if self.method not in METHODS:
             raise ValueError(f"method: unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
+        transformer = self.model in TRANSFORMERS
+        if self.method_info.transformer_only and not transformer:
+            raise ValueError(f"method: {self.method} needs a transformer model; allowed: {', '.join(TRANSFORMERS)}")
+        if transformer:
+            from slt.models.spikformer import resolve_dims
+
+            resolve_dims(self.model, self.depth, self.embed_dim, self.heads)
+            if self.width != 1.0:
+                raise ValueError(f"width: {self.width}; the transformers are sized by embed_dim, depth and heads, "
+                                 "keep width 1")
+        else:
+            for name in ("depth", "embed_dim", "heads"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: applies to the transformers only ({', '.join(TRANSFORMERS)})")
         return self
 
     @property
@@ -82,6 +104,9 @@ ALLOWED = {
     "decay": "a number in the open interval (0, 1)",
     "width": "a number > 0",
     "pool": "max, avg",
+    "depth": "an integer >= 1 (transformer blocks)",
+    "embed_dim": "an integer >= 8, a multiple of 8 and of heads",
+    "heads": "an integer >= 1 that divides embed_dim",
     "batch_size": "an integer >= 1",
     "optimizer": "sgd, adam",
     "lr": "a number > 0",
@@ -95,6 +120,8 @@ ALLOWED = {
     "dense_last": "true, false",
     "global_threshold": "true, false",
     "finetune_epochs": "an integer >= 0",
+    "q": "a number in [0, 1) (fraction of tokens pruned)",
+    "patch_epochs": "an integer >= 1",
     "seed": "an integer",
     "device": "auto, cpu, cuda",
 }

@@ -6,14 +6,25 @@ a batch). Then
     E_ANN = e_mac · Σ_l MACs_l
     E_SNN = e_mac · MACs_first + e_ac · Σ_{l ≥ 2} fr_l · T · MACs_l        (paper convention)
 and a sparsity-aware variant that scales each layer's operations by its kept-weight fraction.
-Layers fed by non-binary tensors (the first layer's pixels, avg-pooled spikes) use the mean input
-value as fr and are flagged `binary_input: false`.
+Layers fed by non-binary tensors (the first layer's pixels, avg-pooled spikes, the transformer's
+residual stream of summed spikes) use the mean input value as fr and are flagged `binary_input: false`.
+
+Attention products (the transformer's MatMul modules, rows "blocks.i.attn.qk" and "blocks.i.attn.av")
+count like layers whose weights are the other operand: Q·Kᵀ has L·L·D MACs per image per time step
+(over all heads), attn·V has L·L·D too. In the SNN the spike operand sets fr: Q for Q·Kᵀ (K plays the
+weights; both are spikes, and Q's rate is the one that gates the accumulates of a row) and V for
+attn·V (the attention map is integer-valued, V is binary). In the ANN both count as MACs; the softmax
+is not counted. After patch pruning the blocks see L < N tokens, so their rows shrink (linear layers
+with L, attention with L²) while the ConvPEP rows stay.
 
 spikingjelly's op_counter (MACCounter + SynOpCounter) is run on the same batch as an independent
 cross-check. Where its conventions differ from the paper's:
 - it counts convolutions on spikes exactly (spikes x valid kernel positions x C_out), so zero
   padding makes conv SynOps a few percent lower than fr·T·MACs (linear layers agree exactly);
-- it counts layers fed by non-binary tensors as MACs at 4.6 pJ (avg-pooled inputs, spike sums);
+- it counts layers fed by non-binary tensors as MACs at 4.6 pJ (avg-pooled inputs, spike sums such
+  as the transformer's residual stream, which feeds every Q/K/V and MLP input layer);
+- for a product of two spike tensors (Q·Kᵀ) it counts only coinciding ones (the sum of the
+  product), fewer than fr_Q·T·MACs; attn·V it counts exactly as we do (V's spikes x L);
 - it does not skip zero (pruned) weights, so it matches the dense-connectivity figure;
 - it would count a first conv repeated over T as T MAC passes; our direct encoding runs the first
   conv once per image, so both count it once.
@@ -24,29 +35,32 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from torch import nn
 
+from slt.models.spikformer import MatMul
 from slt.tickets import ticket_layers
 
 E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014), as in the paper
 E_AC_PJ = 0.9  # 32-bit float accumulate
 
-COUNTED_LAYERS = (nn.Conv2d, nn.Linear)
+COUNTED_LAYERS = (nn.Conv2d, nn.Linear, MatMul)
 PJ_PER_MJ = 1e9
 
 
-def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """Multiply-accumulates of one conv/linear layer per sample of `output`.
+def layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+    """Multiply-accumulates of one conv/linear layer or attention product per sample of `output`.
 
     Models fold time into the batch, so one sample is one image at one time step.
     """
     if isinstance(module, nn.Conv2d):
         per_output = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+    elif isinstance(module, MatMul):
+        per_output = inputs[0].shape[-1]
     else:
         per_output = module.in_features
     return per_output * (output.numel() // output.shape[0])
 
 
 class _LayerProbe:
-    """Forward hooks on every conv/linear: MACs per sample, input ones/sum and element count, binary flag."""
+    """Forward hooks on every conv/linear/MatMul: MACs per sample, spike-input ones/sum and count, binary flag."""
 
     def __init__(self, model: nn.Module):
         self.stats: dict[str, dict] = {}
@@ -55,8 +69,8 @@ class _LayerProbe:
 
     def _hook(self, name):
         def hook(module, inputs, output):
-            x = inputs[0].detach()
-            entry = self.stats.setdefault(name, {"macs": layer_macs(module, output), "sum": 0.0, "count": 0,
+            x = inputs[getattr(module, "spike_operand", 0)].detach()
+            entry = self.stats.setdefault(name, {"macs": layer_macs(module, inputs, output), "sum": 0.0, "count": 0,
                                                  "binary": True, "order": len(self.stats)})
             entry["sum"] += float(x.sum(dtype=torch.float64))
             entry["count"] += x.numel()
@@ -126,8 +140,7 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         "T": T if spiking else 1,
         "macs": sum(r["macs"] for r in layers),
         "sops": sum(r["sops"] for r in layers),
-        "mean_firing_rate": (sum(r["firing_rate"] for r in layers if r["firing_rate"] is not None)
-                             / max(1, sum(r["firing_rate"] is not None for r in layers))) if spiking else None,
+        "mean_firing_rate": _mean_spike_rate(layers) if spiking else None,
         "energy_mj": sum(r["energy_pj"] for r in layers) / PJ_PER_MJ,
         "energy_mj_sparse": sum(r["energy_pj_sparse"] for r in layers) / PJ_PER_MJ,
         "e_mac_pj": e_mac_pj,
@@ -139,6 +152,12 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
             totals["energy_mj"]
     model.train(was_training)
     return {**totals, "layers": layers}
+
+
+def _mean_spike_rate(layers: list[dict]) -> float | None:
+    """Mean firing rate over the layers fed by spikes (binary inputs); sums of spikes are not rates."""
+    rates = [r["firing_rate"] for r in layers if r["firing_rate"] is not None and r["binary_input"]]
+    return sum(rates) / len(rates) if rates else None
 
 
 @torch.no_grad()

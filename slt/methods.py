@@ -9,6 +9,17 @@ class Method:
     ticket: str | None  # None (dense training), "supermask" (edge-popup) or "biprop" (multi-prize)
     binary_activations: bool  # ANN multi-prize: sign activations with a Bi-Real gradient
     description: str
+    scope: str | None = None  # module the ticket is confined to ("convpep": PEPSp); None = every conv/linear
+    patch_pruning: bool = False  # MultiSp: a second stage keeping the top ⌈(1 - q)·N⌉ tokens, ConvPEP frozen
+
+    @property
+    def transformer_only(self) -> bool:
+        return self.scope == "convpep" or self.patch_pruning
+
+    @property
+    def search_phase(self) -> str:
+        """Name of the phase that searches the ticket: "pepsp" (Stage 1 of Algorithm 1) or "search"."""
+        return "pepsp" if self.scope == "convpep" else "search"
 
 
 METHODS = {
@@ -18,4 +29,12 @@ METHODS = {
     "slt": Method(True, "supermask", False, "spiking lottery ticket: edge-popup supermask in the SNN"),
     "mplt": Method(False, "biprop", True, "ANN multi-prize ticket: binary weights (sign·α·mask) + binary activations"),
     "mpslt": Method(True, "biprop", False, "spiking multi-prize ticket: binary weights (sign·α·mask), spikes"),
+    "pepsp-lt": Method(False, "biprop", True, "transformer ANN: multi-prize ticket on the ConvPEP convolutions "
+                       "(sign activations there), the rest trained", scope="convpep"),
+    "pepsp-slt": Method(True, "biprop", False, "spiking transformer: multi-prize ticket on the ConvPEP "
+                        "convolutions, the rest trained", scope="convpep"),
+    "multisp-lt": Method(False, "biprop", True, "pepsp-lt, then patch pruning (top ⌈(1-q)·N⌉ tokens by L1 norm of "
+                         "the frozen ConvPEP output) for patch_epochs", scope="convpep", patch_pruning=True),
+    "multisp-slt": Method(True, "biprop", False, "pepsp-slt, then patch pruning (top ⌈(1-q)·N⌉ tokens by ConvPEP "
+                          "spike count) for patch_epochs", scope="convpep", patch_pruning=True),
 }

@@ -5,6 +5,9 @@ Everything returns plain dicts of numbers so the CLI, a Ray Tune trainable or a 
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,7 +16,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from tqdm.auto import tqdm
 
-from slt.config import TrainConfig
+from slt.config import TRANSFORMERS, TrainConfig
 from slt.data import Dataset, DatasetInfo, Split, load_dataset
 from slt.data.pipeline import BatchPipeline, iterate_batches
 from slt.energy import measure_energy
@@ -21,6 +24,7 @@ from slt.firing import FiringRates
 from slt.models import build_model
 from slt.models.neurons import LIF
 from slt.tickets import make_ticket, sparsity_report, start_finetune
+from slt.tickets.patches import kept_tokens, start_patch_pruning
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,25 +100,59 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epochs: i
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
+def model_options(cfg: TrainConfig) -> dict:
+    """Architecture options beyond the common ones: VGG-9's pooling, the transformers' depth/embed_dim/heads."""
+    if cfg.model == "vgg9":
+        return {"pool": cfg.pool}
+    if cfg.model in TRANSFORMERS:
+        return {"depth": cfg.depth, "embed_dim": cfg.embed_dim, "heads": cfg.heads}
+    return {}
+
+
 def build_network(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     """The model a config asks for: SNN or ANN twin, dense or turned into a ticket."""
     image_size = cfg.image_size if (info.is_event and cfg.image_size) else info.image_size
     model = build_model(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels,
                         image_size=image_size, spiking=cfg.spiking, T=cfg.time_steps, decay=cfg.decay,
-                        width=cfg.width, **({"pool": cfg.pool} if cfg.model == "vgg9" else {}))
+                        width=cfg.width, **model_options(cfg))
     method = cfg.method_info
     if method.ticket:
         make_ticket(model, method.ticket, cfg.p, weight_init=cfg.weight_init, dense_first=cfg.dense_first,
                     dense_last=cfg.dense_last, global_threshold=cfg.global_threshold,
-                    binary_activations=method.binary_activations)
+                    binary_activations=method.binary_activations, only=method.scope)
     return model
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own epochs, optimiser and schedule; `enter` changes the model first."""
+
+    name: str
+    epochs: int
+    enter: Callable[[nn.Module], None] | None = None
+
+
+def plan_phases(cfg: TrainConfig) -> list[Phase]:
+    """Dense: train. Tickets: search (PEPSp: "pepsp"), then optionally finetune; MultiSp then "multisp"."""
+    method = cfg.method_info
+    if not method.ticket:
+        return [Phase("train", cfg.epochs)]
+    phases = [Phase(method.search_phase, cfg.epochs)]
+    if cfg.finetune_epochs:
+        phases.append(Phase("finetune", cfg.finetune_epochs, start_finetune))
+    if method.patch_pruning:
+        phases.append(Phase("multisp", cfg.patch_epochs, partial(start_patch_pruning, q=cfg.q)))
+    return phases
 
 
 class TrainingRun:
     """Model, optimiser, schedule, data and RNG of one run; `run_epoch()` advances it by one epoch.
 
-    Dense methods train for `epochs`. Ticket methods search the mask for `epochs` ("search" phase),
-    then, with `finetune_epochs`, freeze the mask and train the kept weights ("finetune" phase).
+    The run is a list of phases (plan_phases), each with its own epochs and a fresh optimiser and
+    schedule: dense methods "train" for `epochs`; ticket methods search the mask for `epochs`
+    ("search", or "pepsp" for the transformer's ConvPEP ticket), then with `finetune_epochs` freeze
+    the mask and train the kept weights ("finetune"); MultiSp then freezes the ConvPEP and trains
+    the rest on the top ⌈(1 - q)·N⌉ tokens for `patch_epochs` ("multisp").
     `state_dict()` holds everything needed to continue bit-for-bit after a restart.
     """
 
@@ -132,27 +170,29 @@ class TrainingRun:
         self.model = build_network(cfg, self.info).to(self.device)
         self.pipeline = BatchPipeline(self.info, self.device, image_size=cfg.image_size)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.finetune_epochs = cfg.finetune_epochs if cfg.is_ticket else 0
-        self.total_epochs = cfg.epochs + self.finetune_epochs
-        self.finetuning = False
-        self._new_optimizer(cfg.epochs)
-        self.epoch = 0  # epochs completed, over both phases
+        self.phases = plan_phases(cfg)
+        self.total_epochs = sum(phase.epochs for phase in self.phases)
+        self.phase_index = 0
+        self._new_optimizer(self.phases[0].epochs)
+        self.epoch = 0  # epochs completed, over all phases
         self.history: list[dict] = []
 
     def _new_optimizer(self, epochs: int) -> None:
         self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg, epochs)
 
-    def _start_finetune(self) -> None:
-        start_finetune(self.model)
-        self.finetuning = True
-        self._new_optimizer(self.finetune_epochs)
+    def enter_phase(self, index: int) -> None:
+        """Set the model up for phase `index`, entering every phase before it in order."""
+        while self.phase_index < index:
+            self.phase_index += 1
+            phase = self.phases[self.phase_index]
+            if phase.enter is not None:
+                phase.enter(self.model)
+            self._new_optimizer(phase.epochs)
 
     @property
     def phase(self) -> str:
-        if self.finetuning:
-            return "finetune"
-        return "search" if self.cfg.is_ticket else "train"
+        return self.phases[self.phase_index].name
 
     @property
     def done(self) -> bool:
@@ -160,8 +200,9 @@ class TrainingRun:
 
     def run_epoch(self) -> dict:
         """Train one epoch, step the schedule, evaluate; returns this epoch's metrics."""
-        if self.epoch == self.cfg.epochs and self.finetune_epochs and not self.finetuning:
-            self._start_finetune()
+        phase_end = sum(phase.epochs for phase in self.phases[:self.phase_index + 1])
+        if self.epoch >= phase_end and self.phase_index + 1 < len(self.phases):
+            self.enter_phase(self.phase_index + 1)
         lr = self.optimizer.param_groups[0]["lr"]
         train = train_epoch(self.model, self.train_split, self.pipeline, self.optimizer,
                             batch_size=self.cfg.batch_size, generator=self.generator,
@@ -187,7 +228,7 @@ class TrainingRun:
         return metrics
 
     def summary(self) -> dict:
-        """Final figures of the run so far: accuracy (and the ticket's before fine-tuning), sparsity."""
+        """Final figures of the run so far: accuracy (and the ticket's before later phases), sparsity, tokens."""
         last = self.history[-1]
         result = {
             "method": self.cfg.method,
@@ -198,13 +239,17 @@ class TrainingRun:
             "mean_firing_rate": last["mean_firing_rate"],
             "firing_rates": last["firing_rates"],
         }
-        if self.cfg.is_ticket:
-            searched = [h for h in self.history if h["phase"] == "search"]
+        method = self.cfg.method_info
+        if method.ticket:
+            searched = [h for h in self.history if h["phase"] == method.search_phase]
             if searched:
                 result["ticket_test_accuracy"] = searched[-1]["test_accuracy"]
             result["p"] = self.cfg.p
             result["kept_fraction"] = 1.0 - self.cfg.p
             result["sparsity"] = sparsity_report(self.model)
+        if method.patch_pruning:
+            tokens = self.model.num_tokens
+            result.update(q=self.cfg.q, tokens=tokens, tokens_kept=kept_tokens(tokens, self.cfg.q))
         return result
 
     def energy(self, batch: int = 256, **constants) -> dict:
@@ -216,7 +261,7 @@ class TrainingRun:
         return {
             "config": self.cfg.model_dump(),
             "epoch": self.epoch,
-            "finetuning": self.finetuning,
+            "phase_index": self.phase_index,
             "history": self.history,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -225,8 +270,8 @@ class TrainingRun:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["finetuning"] and not self.finetuning:
-            self._start_finetune()
+        # checkpoints written before phases were a list said only whether fine-tuning had started
+        self.enter_phase(state.get("phase_index", int(state.get("finetuning", False))))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,17 +1,23 @@
 """Model registry: every architecture as an SNN (LIF, T steps) or its ANN twin (ReLU, T = 1)."""
 
+from functools import partial
+
 from torch import nn
 
 from slt.errors import InputError
 from slt.models.resnet import ResNet19
+from slt.models.spikformer import PRESETS, build_spikformer
 from slt.models.vgg import VGG9
 
-MODELS = {"vgg9": VGG9, "resnet19": ResNet19}
+MODELS = {"vgg9": VGG9, "resnet19": ResNet19, **{name: partial(build_spikformer, name) for name in PRESETS}}
 
 
 def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int, spiking: bool,
                 T: int = 4, decay: float = 0.5, width: float = 1.0, **options) -> nn.Module:
-    """Build `name` as an SNN (spiking=True: LIF units, T time steps) or as its ANN twin (ReLU, T=1)."""
+    """Build `name` as an SNN (spiking=True: LIF units, T time steps) or as its ANN twin (ReLU, T=1).
+
+    options: pool= for vgg9; depth=, embed_dim=, heads= for the transformers (None = the preset).
+    """
     if name not in MODELS:
         raise InputError("model", f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
     if T < 1:

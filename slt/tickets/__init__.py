@@ -2,6 +2,8 @@
 
 `make_ticket` replaces the model's conv/linear layers by ticket layers in place (no second copy of
 any architecture): "supermask" for lt/slt, "biprop" for mplt/mpslt; mplt also swaps ReLU for sign.
+With `only` the ticket is confined to one module (PEPSp: the transformer's ConvPEP); patch pruning
+(MultiSp's Stage 2) lives in slt.tickets.patches.
 """
 
 import torch
@@ -37,40 +39,45 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+def _within(name: str, only: str | None) -> bool:
+    """Whether module `name` lies in the module `only` (None: the whole model)."""
+    return only is None or name == only or name.startswith(only + ".")
+
+
 def make_ticket(model: nn.Module, kind: str, p: float, *, weight_init: str = "signed_constant",
                 dense_first: bool = False, dense_last: bool = False, global_threshold: bool = False,
                 binary_activations: bool = False, only: str | None = None) -> nn.Module:
     """Turn `model` into a ticket in place and return it.
 
     kind: "supermask" (edge-popup) or "biprop" (multi-prize). p: fraction pruned per layer.
-    dense_first/dense_last keep the first conv / last linear dense and trained.
+    dense_first/dense_last keep the model's first conv / last linear dense and trained.
     global_threshold: one |score| threshold over all ticket layers (kept fraction p overall).
     binary_activations: ReLU -> sign with a Bi-Real gradient (ANN multi-prize); the first layer
-    still sees real pixels. only: restrict the ticket to modules under this name prefix.
+    still sees real pixels. only: confine the ticket to the module of that name (its conv/linear
+    layers, the BN affine it freezes, the activations it binarises); the rest trains normally.
     """
     if kind not in ("supermask", "biprop"):
         raise ValueError(f"kind: unknown ticket kind {kind!r}; allowed: supermask, biprop")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"p: {p} is outside [0, 1)")
-    prunable = [name for name, m in model.named_modules()
-                if isinstance(m, PRUNABLE) and (only is None or name.startswith(only))]
+    prunable = [name for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
     keep_dense = set()
     if dense_first:
         keep_dense.add(prunable[0])
     if dense_last:
         keep_dense.add(prunable[-1])
     for name in prunable:
-        if name not in keep_dense:
+        if name not in keep_dense and _within(name, only):
             _replace(model, name, _ticket_copy(model.get_submodule(name), kind, p, weight_init))
-    for m in model.modules():  # no learned BN affine while searching: gamma = 1, beta = 0, frozen
-        if isinstance(m, BATCHNORMS) and m.affine:
+    for name, m in model.named_modules():  # no learned BN affine while searching: gamma = 1, beta = 0, frozen
+        if isinstance(m, BATCHNORMS) and m.affine and _within(name, only):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
             m.weight.requires_grad_(False)
             m.bias.requires_grad_(False)
     if binary_activations:
         for name, m in list(model.named_modules()):
-            if isinstance(m, nn.ReLU):
+            if isinstance(m, nn.ReLU) and _within(name, only):
                 _replace(model, name, BinaryActivation())
     if global_threshold:
         model.register_forward_pre_hook(_GlobalThreshold(p))

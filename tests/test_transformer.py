@@ -1,0 +1,312 @@
+"""Spiking transformer, PEPSp and MultiSp (DESIGN §3.2, §3.4): small models, 16x16 inputs, fast."""
+
+import json
+import math
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+from torch import nn
+
+from slt.cli import main
+from slt.config import make_config
+from slt.data import load_dataset
+from slt.energy import measure_energy
+from slt.errors import InputError
+from slt.models import build_model, count_parameters
+from slt.models.neurons import LIF
+from slt.models.spikformer import Block, MatMul
+from slt.tickets import BinaryActivation, make_ticket, ticket_layers
+from slt.tickets.patches import TopTokens, kept_tokens, start_patch_pruning, token_scores
+from slt.train import TrainingRun, plan_phases
+
+DIMS = dict(depth=2, embed_dim=16, heads=2)
+RUN = dict(model="spikformer-tiny", dataset="digits", image_size=16, subset=200, T=2, batch_size=50, p=0.4, **DIMS)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", image_size=16, subset=200)
+
+
+def small(spiking=True, T=2, image_size=16, in_channels=3, **dims):
+    torch.manual_seed(0)
+    return build_model("spikformer-tiny", num_classes=10, in_channels=in_channels, image_size=image_size,
+                       spiking=spiking, T=T, **{**DIMS, **dims})
+
+
+def calibrate_bn(model, x):
+    """Set every BN's running statistics to those of batch `x`, as training would approximately."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: one batch gives its exact statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+    functional.reset_net(model)
+    return model.eval()
+
+
+def block_inputs(model, x):
+    """The tokens entering the first block when `model` runs on `x`."""
+    seen = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(x)
+    functional.reset_net(model)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+@pytest.mark.parametrize("name,expected", [("spikformer-tiny", 5_903_074), ("spikformer-small", 23_521_978)])
+def test_exact_parameter_counts(name, expected, spiking):
+    model = build_model(name, num_classes=10, in_channels=3, image_size=32, spiking=spiking)
+    assert count_parameters(model) == expected
+
+
+def test_tiny_matches_spikingjelly_spikformer_parameter_count():
+    from spikingjelly.activation_based.model.spikformer import Spikformer
+
+    reference = Spikformer(T=1, in_channels=3, img_size_h=32, img_size_w=32, patch_size=4, num_classes=10,
+                           embed_dims=192, num_heads=3, depths=12)
+    assert sum(p.numel() for p in reference.parameters()) == 5_903_074
+
+
+@pytest.mark.parametrize("name,params", [("spikformer-tiny", 5_903_074), ("spikformer-small", 23_521_978)])
+def test_model_info_prints_parameter_counts(capsys, name, params):
+    assert main(["model-info", "--model", name]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == params and info["classes"] == 10
+    assert "blocks.11.attn.qk" in info["macs_per_layer"]
+
+
+def test_tokens_for_static_and_event_inputs():
+    assert small(image_size=32).num_tokens == 64  # patch 4: pooled after the last two stages
+    events = small(image_size=128, in_channels=2, embed_dim=16)
+    assert events.num_tokens == 64  # patch 16: pooled after all four
+    assert events(torch.rand(2, 3, 2, 128, 128)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99])
+def test_token_count_after_pruning(q):
+    model = small()
+    start_patch_pruning(model, q)
+    tokens = block_inputs(model, torch.randn(3, 3, 16, 16))
+    assert tokens.shape == (2 * 3, math.ceil((1 - q) * 16 - 1e-9), 16) == (6, kept_tokens(16, q), 16)
+
+
+def test_kept_count_is_exact_ceiling():
+    assert [kept_tokens(64, q) for q in (0.0, 0.3, 0.5, 0.7)] == [64, 45, 32, 20]
+    assert kept_tokens(10, 0.7) == 3  # (1 - 0.7)·10 is 3.0000000000000004 in floats
+    with pytest.raises(ValueError, match="q"):
+        kept_tokens(10, 1.0)
+
+
+def test_kept_tokens_are_the_top_scoring_ones_per_sample_at_every_step():
+    T, B, N, D = 3, 2, 8, 4
+    tokens = torch.rand(T * B, N, D)
+    selector = TopTokens(0.5, T)
+    kept = selector(tokens)
+    scores = token_scores(tokens, T)
+    for b in range(B):
+        expected = sorted(scores[b].topk(4).indices.tolist())
+        for t in range(T):
+            assert torch.equal(kept[t * B + b], tokens[t * B + b, expected])
+        dropped = [n for n in range(N) if n not in expected]
+        assert scores[b, expected].min() >= scores[b, dropped].max()
+
+
+def test_spiking_token_score_is_spike_count_and_ann_score_is_l1():
+    spikes = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [2.0, 1.0]]])  # T = 2, B = 1, N = 2, D = 2
+    assert token_scores(spikes, 2).tolist() == [[1.0, 5.0]]
+    real = torch.tensor([[[-1.5, 0.5], [0.25, -0.25]]])  # T = 1
+    assert token_scores(real, 1).tolist() == [[2.0, 0.5]]
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+def test_q_zero_gives_the_same_output_as_no_pruning(spiking):
+    model = small(spiking=spiking).eval()
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        unpruned = model(x)
+        functional.reset_net(model)
+        model.token_selector = TopTokens(0.0, model.T)
+        pruned = model(x)
+    assert torch.equal(unpruned, pruned)
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+@pytest.mark.parametrize("tokens", [1, 5, 16, 23])
+def test_blocks_accept_any_token_count(spiking, tokens):
+    T = 2 if spiking else 1
+    block = Block(16, 2, unit="lif" if spiking else "relu", T=T, decay=0.5)
+    x = torch.rand(T * 3, tokens, 16)
+    assert block(x).shape == x.shape
+
+
+def test_ann_twin_uses_softmax_attention_and_relu_and_snn_uses_spikes():
+    maps = {}
+
+    def record(name):
+        def hook(module, args, output):
+            maps.setdefault(name, args[0].detach())
+        return hook
+
+    for spiking in (False, True):
+        model = small(spiking=spiking)
+        model.blocks[0].attn.av.register_forward_hook(record(spiking))
+        with torch.no_grad():
+            model(torch.randn(2, 3, 16, 16))
+        functional.reset_net(model)
+        units = {type(m) for m in model.modules()}
+        if spiking:
+            assert nn.ReLU not in units and LIF in units
+        else:
+            assert nn.ReLU in units and LIF not in units and model.T == 1
+    torch.testing.assert_close(maps[False].sum(-1), torch.ones_like(maps[False].sum(-1)))  # softmax rows
+    assert torch.equal(maps[True] / 0.125, (maps[True] / 0.125).round())  # spike counts x 0.125, no softmax
+
+
+def test_pepsp_ticket_is_confined_to_convpep_with_ternary_weights():
+    model = make_ticket(small(spiking=False), "biprop", 0.4, only="convpep", binary_activations=True)
+    layers = ticket_layers(model)
+    assert sorted(layers) == ["convpep.rpe.0", "convpep.stages.0.0", "convpep.stages.1.0", "convpep.stages.2.0",
+                              "convpep.stem.0"]
+    for layer in layers.values():
+        weight = layer.effective_weight().detach()
+        alpha = weight.abs().max().item()
+        assert set(weight.unique().tolist()) == {-alpha, 0.0, alpha}
+        assert int(layer.mask().sum()) == round(0.6 * weight.numel())
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):  # non-affine only inside the ticket
+            assert m.weight.requires_grad == (not name.startswith("convpep.")), name
+    binary = [name for name, m in model.named_modules() if isinstance(m, BinaryActivation)]
+    assert binary and all(name.startswith("convpep.") for name in binary)
+    assert any(isinstance(m, nn.ReLU) for m in model.blocks.modules())
+
+
+def test_stage2_freezes_convpep_and_trains_the_blocks(digits):
+    run = TrainingRun(make_config(**RUN, method="multisp-slt", epochs=1, patch_epochs=1, q=0.5), digits)
+    run.run_epoch()
+    convpep = {k: v.clone() for k, v in run.model.convpep.state_dict().items()}
+    blocks = {k: v.clone() for k, v in run.model.blocks.state_dict().items()}
+    metrics = run.run_epoch()
+    assert metrics["phase"] == "multisp" and run.done
+    for name, value in run.model.convpep.state_dict().items():  # scores, weights, BN statistics
+        assert torch.equal(value, convpep[name]), name
+    for name, parameter in run.model.convpep.named_parameters():
+        assert parameter.grad is None and not parameter.requires_grad, name
+    changed = [name for name, value in run.model.blocks.state_dict().items() if not torch.equal(value, blocks[name])]
+    assert any(name.endswith("attn.q.0.weight") for name in changed)
+    assert any(name.endswith("mlp.fc2.0.weight") for name in changed)
+    assert block_inputs(run.model, run.pipeline(run.test_split.inputs[:4], augment=False)).shape[1] == 8
+
+
+def test_multisp_records_both_stages_and_resumes_mid_stage2_bit_for_bit(digits):
+    cfg = make_config(**RUN, method="multisp-lt", epochs=1, patch_epochs=2, q=0.3)
+    straight = TrainingRun(cfg, digits)
+    while not straight.done:
+        straight.run_epoch()
+    assert [h["phase"] for h in straight.history] == ["pepsp", "multisp", "multisp"]
+    summary = straight.summary()
+    assert summary["ticket_test_accuracy"] == straight.history[0]["test_accuracy"]
+    assert (summary["q"], summary["tokens"], summary["tokens_kept"]) == (0.3, 16, 12)
+    assert set(summary["sparsity"]["layers"]) == set(ticket_layers(straight.model))
+
+    interrupted = TrainingRun(cfg, digits)
+    interrupted.run_epoch(), interrupted.run_epoch()
+    resumed = TrainingRun(cfg, digits)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert resumed.phase == "multisp"
+    resumed.run_epoch()
+    assert resumed.history[-1]["test_accuracy"] == straight.history[-1]["test_accuracy"]
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("spiking", [True, False])
+def test_energy_decreases_with_q(spiking):
+    x = torch.randn(16, 3, 16, 16)
+    reports = []
+    for q in (0.0, 0.3, 0.5, 0.7):
+        model = calibrate_bn(small(spiking=spiking, depth=1), x)
+        start_patch_pruning(model, q)
+        reports.append(measure_energy(model, x, spiking=spiking, T=model.T, opcounter=False))
+    energies = [r["energy_mj"] for r in reports]
+    assert energies == sorted(energies, reverse=True) and len(set(energies)) == 4
+    for report, q in zip(reports, (0.0, 0.3, 0.5, 0.7)):
+        rows = {row["layer"]: row for row in report["layers"]}
+        L = kept_tokens(16, q)
+        assert rows["blocks.0.attn.qk"]["macs"] == rows["blocks.0.attn.av"]["macs"] == L * L * 16
+        assert rows["blocks.0.attn.q.0"]["macs"] == L * 16 * 16
+        assert rows["convpep.rpe.0"]["macs"] == reports[0]["layers"][4]["macs"]  # ConvPEP keeps every token
+        if spiking:
+            assert rows["blocks.0.attn.qk"]["binary_input"] and rows["blocks.0.attn.av"]["binary_input"]
+            assert rows["blocks.0.attn.qk"]["sops"] == pytest.approx(
+                rows["blocks.0.attn.qk"]["firing_rate"] * 2 * L * L * 16)
+
+
+def test_attention_sops_use_the_spike_operand_and_opcounter_still_runs():
+    x = torch.randn(8, 3, 16, 16)
+    model = calibrate_bn(small(depth=1), x)
+    rates = {}
+
+    def record(name, operand):
+        def hook(module, args, output):
+            rates.setdefault(name, args[operand].mean().item())
+        return hook
+
+    model.blocks[0].attn.qk.register_forward_hook(record("q", 0))
+    model.blocks[0].attn.av.register_forward_hook(record("v", 1))
+    report = measure_energy(model, x, spiking=True, T=2)
+    rows = {row["layer"]: row for row in report["layers"]}
+    assert rows["blocks.0.attn.qk"]["firing_rate"] == pytest.approx(rates["q"])
+    assert rows["blocks.0.attn.av"]["firing_rate"] == pytest.approx(rates["v"])
+    assert report["energy_mj_opcounter"] > 0 and math.isfinite(report["opcounter_relative_difference"])
+    assert isinstance(model.blocks[0].attn.qk, MatMul)
+
+
+@pytest.mark.parametrize("values,field", [
+    (dict(model="spikformer-tiny", embed_dim=20), "embed_dim"),  # not a multiple of 8
+    (dict(model="spikformer-tiny", embed_dim=64), "embed_dim"),  # not a multiple of tiny's 3 heads
+    (dict(model="spikformer-small", embed_dim=64, heads=3), "embed_dim"),
+    (dict(model="spikformer-tiny", embed_dim=64, heads=0), "heads"),
+    (dict(model="spikformer-tiny", depth=0), "depth"),
+    (dict(model="spikformer-tiny", width=0.5), "width"),
+    (dict(model="vgg9", depth=2), "depth"),
+    (dict(model="vgg9", method="pepsp-slt"), "method"),
+    (dict(model="resnet19", method="multisp-lt"), "method"),
+    (dict(model="spikformer-tiny", method="multisp-slt", q=1.0), "q"),
+    (dict(model="spikformer-tiny", method="multisp-slt", patch_epochs=0), "patch_epochs"),
+])
+def test_bad_transformer_settings_are_one_line_errors(values, field):
+    with pytest.raises(InputError) as err:
+        make_config(**values)
+    assert err.value.field == field and "\n" not in str(err.value)
+
+
+def test_train_cli_runs_multisp_and_reports_tokens(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "spikformer-tiny", "--depth", "1", "--embed-dim", "16", "--heads", "2",
+                 "--method", "multisp-slt", "--p", "0.4", "--q", "0.5", "--patch-epochs", "1", "--epochs", "1",
+                 "--dataset", "digits", "--image-size", "16", "--subset", "100", "--T", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    assert "q=0.5 (8 of 16 tokens)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["phase"] for h in metrics["history"]] == ["pepsp", "multisp"]
+    assert metrics["tokens_kept"] == 8 and metrics["params"] == count_parameters(small(depth=1, in_channels=1))
+    rows = {row["layer"]: row for row in metrics["energy_layers"]}
+    assert rows["blocks.0.attn.qk"]["macs"] == 8 * 8 * 16
+
+
+@pytest.mark.parametrize("method,extra,phases", [
+    ("snn", {}, [("train", 2)]),
+    ("pepsp-slt", {}, [("pepsp", 2)]),
+    ("multisp-slt", {"patch_epochs": 3}, [("pepsp", 2), ("multisp", 3)]),
+    ("multisp-lt", {"finetune_epochs": 1}, [("pepsp", 2), ("finetune", 1), ("multisp", 1)]),
+])
+def test_phase_plans(method, extra, phases):
+    cfg = make_config(model="spikformer-tiny", method=method, epochs=2, **extra)
+    assert [(phase.name, phase.epochs) for phase in plan_phases(cfg)] == phases
