@@ -128,6 +128,20 @@ def make_scheduler(space: SearchSpace, max_epochs: int):
                          reduction_factor=space.scheduler.reduction_factor, **named)
 
 
+def max_budget(space: SearchSpace, base: dict) -> int:
+    """The most epochs any trial runs over all its phases (search, fine-tune, patch pruning): ASHA's max_t."""
+    from slt.config import make_config
+    from slt.train import plan_phases
+
+    extremes = [{}] + grid_variants(space)
+    for name, parameter in space.searched.items():
+        if parameter.type in ("choice",):
+            extremes += [{name: value} for value in parameter.values]
+        elif parameter.type == "int":
+            extremes += [{name: parameter.high}]
+    return max(sum(phase.epochs for phase in plan_phases(make_config(**{**base, **extra}))) for extra in extremes)
+
+
 def latest_sweep(storage: Path, prefix: str) -> Path | None:
     candidates = sorted(p for p in storage.glob(f"{prefix}-*") if (p / SWEEP_FILE).is_file())
     return candidates[-1] if candidates else None
@@ -203,7 +217,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     if options.resume and tune.Tuner.can_restore(trial_path):
         tuner = tune.Tuner.restore(trial_path, trainable=trainable, resume_errored=True)
     else:
-        max_epochs = base.get("epochs", 2) + base.get("finetune_epochs", 0)
+        max_epochs = max_budget(space, base)
         single = None if space.multi_objective else space.objectives[0]
         tuner = tune.Tuner(
             trainable,

@@ -10,7 +10,7 @@ from sweep.cli import main
 from sweep.engine import grid_variants, param_space, seed_points
 from sweep.space import PROFILES, load_space
 
-BUNDLED = ["decay_rate", "pruning_ratio", "timestep", "finetune", "pareto"]
+BUNDLED = ["decay_rate", "pruning_ratio", "timestep", "finetune", "pareto", "patch_ratio", "balance"]
 
 
 @pytest.mark.parametrize("name", BUNDLED)
