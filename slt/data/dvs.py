@@ -3,8 +3,8 @@
 Events are split into T frames by event count and integrated into per-pixel counts exactly as
 spikingjelly 2.0 does with ``split_by='number'`` (``cal_fixed_frames_number_segment_index`` and
 ``integrate_events_segment_to_frame``), then saturated at 255 and stored as uint8.
-The readers are hand-written because ``spikingjelly.datasets`` imports torchvision, which does not
-load with the CPU torch build used here.
+The readers are hand-written because spikingjelly's dataset package imports torchvision at module
+level, and torchvision does not load with the CPU torch build used here.
 
 Frames are computed once and cached as ``<cache_dir>/frames_number_{T}_split_by_number/<name>.npz``
 (arrays train_inputs, train_labels, test_inputs, test_labels); ``cache_dir`` defaults to ``data_dir``.
