@@ -1,0 +1,59 @@
+"""A sweep's MLflow runs -> one typed pandas DataFrame, a row per trial."""
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from slt.config import TrainConfig
+from slt.errors import InputError
+
+PARENT_TAG = "mlflow.parentRunId"
+BOOLEAN_TAGS = ("full_budget", "early_stopped")
+TEXT_TAGS = ("status", "reason", "trial_id")
+
+
+def _typed(name: str, values: pd.Series) -> pd.Series:
+    """MLflow params are strings; give each run-config field its declared type."""
+    annotation = TrainConfig.model_fields[name].annotation
+    if annotation in (int, float) or str(annotation).startswith(("int |", "float |")):
+        return pd.to_numeric(values, errors="coerce")
+    if annotation is bool:
+        return values.map({"True": True, "False": False, "true": True, "false": False})
+    return values.replace({"None": None})
+
+
+def parent_run(client: MlflowClient, experiment: str, parent_run_id: str | None = None):
+    """The sweep's parent run: the given one, else the latest parent in the experiment."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise InputError("experiment", f"no MLflow experiment {experiment!r}; there are: {', '.join(names) or 'none'}")
+    if parent_run_id:
+        return client.get_run(parent_run_id), found
+    parents = [r for r in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
+                                             max_results=1000) if PARENT_TAG not in r.data.tags]
+    if not parents:
+        raise InputError("experiment", f"experiment {experiment!r} has no sweep (parent) run")
+    return parents[0], found
+
+
+def load_runs(experiment: str, tracking_uri: str, parent_run_id: str | None = None) -> tuple[pd.DataFrame, object]:
+    """Every trial (child run) of a sweep: params typed as in TrainConfig, metrics (last values), tags."""
+    client = MlflowClient(tracking_uri)
+    parent, found = parent_run(client, experiment, parent_run_id)
+    children = client.search_runs([found.experiment_id], max_results=10000,
+                                  filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    rows = []
+    for run in children:
+        row = {"run_id": run.info.run_id, "run_status": run.info.status}
+        row.update({f: run.data.params.get(f) for f in TrainConfig.model_fields})
+        row.update(run.data.metrics)
+        row.update({t: run.data.tags.get(t) for t in TEXT_TAGS + BOOLEAN_TAGS})
+        rows.append(row)
+    columns = ["run_id", "run_status", *TrainConfig.model_fields, *TEXT_TAGS, *BOOLEAN_TAGS]
+    frame = pd.DataFrame(rows)
+    frame = frame.reindex(columns=[*columns, *sorted(c for c in frame.columns if c not in columns)])
+    for name in TrainConfig.model_fields:
+        frame[name] = _typed(name, frame[name])
+    for tag in BOOLEAN_TAGS:
+        frame[tag] = frame[tag].map({"true": True, "false": False}).fillna(False).astype(bool)
+    return frame.sort_values("trial_id", ignore_index=True), parent

@@ -1,0 +1,114 @@
+"""Dashboards on runs created in a temporary MLflow store: Pareto front, CSV export, errors."""
+
+import random
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dashboards.cli import main
+from dashboards.pareto import pareto_table, parse_objectives
+from dashboards.runs import load_runs
+from slt.errors import InputError
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A sweep: parent + 30 children (accuracy, energy_mj), 5 early-stopped, 1 failed, 2 exact duplicates."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("toy", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="toy-demo").info.run_id
+    rng = random.Random(0)
+    trials = []
+    for i in range(30):
+        accuracy, energy = round(rng.uniform(0.1, 0.9), 3), round(rng.uniform(0.001, 0.01), 5)
+        if i in (28, 29):  # exact duplicates of trial 3 (NSGA-II re-proposes configurations)
+            accuracy, energy = trials[3][1], trials[3][2]
+        full = i not in (5, 6, 7, 8, 9)
+        if not full:  # early-stopped: excellent early values that must never reach the front
+            accuracy, energy = 0.99, 0.0001 * (i - 4)
+        run = client.create_run(experiment, run_name=f"t{i}", tags={
+            "mlflow.parentRunId": parent, "trial_id": f"t{i:02d}", "status": "failed" if i == 10 else "finished",
+            "full_budget": str(full).lower(), "early_stopped": str(not full).lower()})
+        for key, value in {"method": "mpslt", "p": f"{0.1 + i / 40:.3f}", "T": "4", "decay": "0.5", "seed": "0"}.items():
+            client.log_param(run.info.run_id, key, value)
+        if i != 10:
+            client.log_metric(run.info.run_id, "accuracy", accuracy)
+            client.log_metric(run.info.run_id, "energy_mj", energy)
+        client.set_terminated(run.info.run_id, "FAILED" if i == 10 else "FINISHED")
+        trials.append((f"t{i:02d}", accuracy, energy, full, i != 10))
+    client.set_terminated(parent, "FINISHED")
+    return uri, parent, trials
+
+
+def brute_force_front(points):
+    """Indices not dominated (accuracy max, energy min), first of exact duplicates only."""
+    front = []
+    for i, (a, e) in enumerate(points):
+        dominated = any((a2 >= a and e2 <= e) and (a2 > a or e2 < e) for a2, e2 in points)
+        duplicate = any(points[j] == (a, e) for j in range(i))
+        if not dominated and not duplicate:
+            front.append(i)
+    return front
+
+
+def test_runs_table_is_typed_one_row_per_trial(store):
+    uri, parent, trials = store
+    runs, found = load_runs("toy", uri)
+    assert found.info.run_id == parent and len(runs) == 30 and runs["trial_id"].is_unique
+    assert runs["p"].dtype.kind == "f" and runs["T"].dtype.kind in "if" and runs["full_budget"].dtype == bool
+    assert runs.loc[runs["trial_id"] == "t10", "run_status"].item() == "FAILED"
+
+
+def test_front_matches_brute_force_and_excludes_early_stopped_and_duplicates(store):
+    uri, _, trials = store
+    runs, _ = load_runs("toy", uri)
+    table = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")])
+    eligible = [t for t in trials if t[3] and t[4]]
+    expected = {eligible[i][0] for i in brute_force_front([(t[1], t[2]) for t in eligible])}
+    assert set(table.loc[table["is_pareto"], "trial_id"]) == expected
+    stopped = table[~table["full_budget"]]
+    assert not stopped["is_pareto"].any() and stopped["front_rank"].isna().all()
+    duplicates = table[table["trial_id"].isin(["t28", "t29"])]
+    assert (duplicates["duplicate_of"] == table.loc[table["trial_id"] == "t03", "run_id"].item()).all()
+    assert not duplicates["is_pareto"].any()
+    assert (table.loc[table["is_pareto"], "front_rank"] == 1).all()
+    with_stopped = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
+    assert with_stopped.loc[with_stopped["trial_id"] == "t05", "is_pareto"].item()
+
+
+def test_export_writes_csv_with_types_and_logs_it_to_the_parent(store, tmp_path, capsys):
+    uri, parent, _ = store
+    out = tmp_path / "pareto.csv"
+    assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
+    csv = pd.read_csv(out)
+    assert {"run_id", "trial_id", "method", "p", "T", "accuracy", "energy_mj", "is_pareto", "front_rank",
+            "full_budget", "early_stopped", "ranked_on"} <= set(csv.columns)
+    assert csv["is_pareto"].dtype == bool and csv["p"].dtype.kind == "f" and len(csv) == 30
+    assert (csv["ranked_on"] == "full budget only").all()
+    artifacts = [a.path for a in MlflowClient(uri).list_artifacts(parent, "pareto")]
+    assert artifacts == ["pareto/pareto_accuracy_energy_mj.csv"]
+    assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("slt: error: out: ")
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["--experiment", "nope"], "experiment"),
+    (["--experiment", "toy", "--objectives", "accuracy"], "objectives"),
+    (["--experiment", "toy", "--objectives", "accuracy:max,joules:min"], "objectives"),
+    (["--experiment", "toy", "--objectives", "accuracy:max"], "objectives"),
+])
+def test_bad_experiment_or_objectives_are_one_line(store, tmp_path, capsys, argv, field):
+    uri, _, _ = store
+    code = main(["export", "pareto", *argv, "--tracking-uri", uri, "--out", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"slt: error: {field}: ") and err.count("\n") == 1
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_parse_objectives_directions():
+    assert parse_objectives("accuracy:max, energy_mj:min", ["accuracy", "energy_mj"]) == [
+        ("accuracy", "max"), ("energy_mj", "min")]
+    with pytest.raises(InputError, match="METRIC:max"):
+        parse_objectives("accuracy:up,energy_mj:min", ["accuracy", "energy_mj"])
