@@ -1,4 +1,4 @@
-"""The `slt` command: the science commands of slt.cli plus the MLflow-backed ones (export).
+"""The `slt` command: the science commands of slt.cli plus the MLflow-backed ones (export, report, dashboard).
 
 slt/ never imports MLflow, so the console script starts here and extends slt's parser.
 """
@@ -39,6 +39,34 @@ def cmd_export_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report
+    from sweep.tracking import default_tracking_uri
+
+    report = write_report(args.experiment, args.tracking_uri or default_tracking_uri(), args.out, args.parent_run)
+    print(f"report: {report['index']} ({len(report['figures'])} figures, "
+          f"{', '.join('Table ' + t['table'] for t in report['tables']) or 'no paper table'}); "
+          f"Pareto CSV: {report['pareto_csv']}; logged to parent run {report['parent_run_id']} under report/")
+    return 0
+
+
+def cmd_dashboard_optuna(args: argparse.Namespace) -> int:
+    import optuna
+    import optuna_dashboard
+
+    storage = args.storage or f"sqlite:///{Path('mlruns/optuna.db').resolve()}"
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as err:  # missing file, not an Optuna database, unreachable server
+        raise InputError("storage", f"cannot open Optuna storage {storage} ({type(err).__name__})") from None
+    if args.study not in names:
+        raise InputError("study", f"no study {args.study!r} in {storage}; studies: {', '.join(names) or 'none'}")
+    study_id = names.index(args.study) + 1
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/dashboard/studies/{study_id} (Ctrl-C to stop)")
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = science.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # argparse has no API
@@ -53,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also rank trials that did not run their full budget (ASHA-stopped)")
     pareto.add_argument("--out", required=True, help="CSV file to write (must not exist)")
     pareto.set_defaults(func=cmd_export_pareto)
+
+    report = commands.add_parser("report", help="a sweep's figures, paper tables and Pareto CSV with an index.html")
+    report.add_argument("--experiment", required=True, help="MLflow experiment (the search space name)")
+    report.add_argument("--parent-run", default=None, help="a sweep's parent run id (default: the latest sweep)")
+    report.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")
+    report.add_argument("--out", required=True, help="a new folder for the report")
+    report.set_defaults(func=cmd_report)
+
+    dashboard = commands.add_parser("dashboard", help="open a dashboard server on 127.0.0.1")
+    which = dashboard.add_subparsers(dest="which", required=True)
+    optuna_parser = which.add_parser("optuna", help="optuna-dashboard for a sweep's study")
+    optuna_parser.add_argument("--study", required=True, help="the sweep's name (its Tune/MLflow parent run name)")
+    optuna_parser.add_argument("--storage", default=None, help="default sqlite:///./mlruns/optuna.db")
+    optuna_parser.add_argument("--host", default="127.0.0.1")
+    optuna_parser.add_argument("--port", type=int, default=8080)
+    optuna_parser.set_defaults(func=cmd_dashboard_optuna)
     return parser
 
 

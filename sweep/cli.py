@@ -19,6 +19,8 @@ def build_parser(default_space: str) -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=None, help="Tune storage folder shared by all nodes (default ./ray_results)")
     parser.add_argument("--resume", action="store_true", help="continue the latest sweep of this space and profile")
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: start Ray on this machine)")
+    parser.add_argument("--reports", default="reports", help="folder for the sweep's report (default ./reports)")
+    parser.add_argument("--no-report", action="store_true", help="skip the report (figures, tables, Pareto CSV)")
     parser.add_argument("--quiet", action="store_true", help="no Tune progress table")
     return parser
 
@@ -37,6 +39,16 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
     summarise(space, results, record)
+    if not args.no_report:
+        from pathlib import Path
+
+        from dashboards.report import write_report
+
+        report = write_report(space.name, record["tracking_uri"], Path(args.reports).resolve() / record["name"],
+                              record["parent_run_id"])
+        print(f"Pareto CSV:    {report['pareto_csv']}")
+        print(f"Report:        {report['index']} ({len(report['figures'])} figures; also in MLflow under report/)")
+    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
     return 0
 
 
@@ -53,7 +65,6 @@ def summarise(space, results, record) -> None:
     print(f"MLflow:        {record['tracking_uri']} (experiment {space.name!r}, parent run {record['parent_run_id']})")
     print(f"Optuna study:  {record['optuna_storage']} (study {record['name']!r}; "
           f"optuna-dashboard {record['optuna_storage']} --host 127.0.0.1)")
-    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from dashboards.runs import load_runs
 from slt.errors import InputError
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
     """A sweep: parent + 30 children (accuracy, energy_mj), 5 early-stopped, 1 failed, 2 exact duplicates."""
+    tmp_path = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("toy", artifact_location=str(tmp_path / "artifacts"))
@@ -112,3 +113,51 @@ def test_parse_objectives_directions():
         ("accuracy", "max"), ("energy_mj", "min")]
     with pytest.raises(InputError, match="METRIC:max"):
         parse_objectives("accuracy:up,energy_mj:min", ["accuracy", "energy_mj"])
+
+
+def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
+    from dashboards.tables import paper_table, write_tables
+
+    rng = random.Random(1)
+    rows = []
+    for method in ("ann", "snn", "slt", "mpslt"):
+        for p in (0.5, 0.9):
+            for seed in range(3):
+                rows.append({"method": method, "p": None if method in ("ann", "snn") else p, "q": None,
+                             "seed": seed, "dataset": "cifar10", "model": "vgg9", "run_status": "FINISHED",
+                             "full_budget": seed != 2 or method != "slt", "accuracy": rng.uniform(0.2, 0.6)})
+    rows.append({**rows[0], "run_status": "FAILED", "accuracy": 0.99})
+    runs = pd.DataFrame(rows)
+    long = paper_table(runs, "III", p=0.5)
+    for method in ("ann", "snn", "slt", "mpslt"):
+        mine = runs[(runs["method"] == method) & runs["full_budget"] & (runs["run_status"] == "FINISHED")]
+        if method not in ("ann", "snn"):
+            mine = mine[mine["p"] == 0.5]
+        cell = long[(long["method"] == method) & (long["dataset"] == "cifar10") & (long["model"] == "vgg9")].iloc[0]
+        assert cell["n"] == len(mine) == {"ann": 6, "snn": 6, "slt": 2, "mpslt": 3}[method]
+        assert cell["mean"] == pytest.approx(100 * mine["accuracy"].mean())
+        assert cell["std"] == pytest.approx(100 * mine["accuracy"].std(ddof=1))
+    assert long.loc[(long["row"] == "MPSLTs") & (long["dataset"] == "cifar10") & (long["model"] == "vgg9"),
+                    "paper"].item() == 87.76
+    assert (long.loc[long["dataset"] != "cifar10", "n"] == 0).all()
+    written = write_tables(runs, tmp_path, p=0.5)
+    assert [w["table"] for w in written] == ["III"]
+    markdown = (tmp_path / "table_III.md").read_text()
+    assert "| MPSLTs |" in markdown and "[87.76]" in markdown and "(n=3)" in markdown
+    assert "\\begin{tabular}" in (tmp_path / "table_III.tex").read_text()
+
+
+def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_path, capsys):
+    uri, parent, _ = store
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
+    index = (out / "index.html").read_text()
+    for name in ("runs.csv", "pareto.csv"):
+        assert (out / name).is_file() and f'href="{name}"' in index
+    figures = sorted(out.rglob("*.png"))
+    assert figures and all(f'src="{f.relative_to(out)}"' in index for f in figures)
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
+    assert {"report/index.html", "report/pareto.csv", "report/runs.csv"} <= logged
+    assert "report:" in capsys.readouterr().out
+    assert main(["report", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("slt: error: out: ")

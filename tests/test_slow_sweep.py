@@ -46,6 +46,9 @@ def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
         assert {a.path for a in client.list_artifacts(kid.info.run_id)} == {"metrics.json", "energy_layers.json"}
     tags = parents[0].data.tags
     assert tags["profile"] == "demo" and tags["search_space"] == "decay_rate" and len(tags["search_space_sha256"]) == 16
+    report = next((tmp_path / "reports").glob("decay_rate-demo-*")) / "index.html"
+    assert f"Report:        {report}" in done.stdout and "Pareto CSV:" in done.stdout and "MLflow UI:" in done.stdout
+    assert (report.parent / "pareto.csv").is_file() and "accuracy vs" in report.read_text().lower()
 
 
 def wait_for(condition, timeout, what):

@@ -1,0 +1,428 @@
+"""A sweep's runs -> figures: a matplotlib PNG and a self-contained plotly HTML per figure (DESIGN §7).
+
+Plotly's PNG export needs kaleido (which downloads a browser), so PNGs come from matplotlib (Agg) and
+the interactive figures are offline HTML with plotly.js inlined (no CDN). Each figure is computed once
+as a `Spec` (title, axes, layers of aggregated data) and then rendered twice, by `_png` and `_html`.
+
+Curves use finished, full-budget runs only (an ASHA-stopped trial's early values are not comparable);
+where several runs share a configuration (seeds), a point is their mean with ±1 std.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from slt.config import TRANSFORMERS
+from slt.methods import METHODS
+
+ACCURACY = "test accuracy (fraction correct)"
+ENERGY = "energy per image (mJ)"
+AXES = {  # swept run-config column -> axis label
+    "p": "weight pruning ratio p (fraction of weights pruned)",
+    "q": "patch pruning ratio q (fraction of tokens pruned)",
+    "T": "time steps T",
+    "decay": "membrane decay rate λ",
+}
+IDENTITY = ("model", "dataset")  # split series by these only where a sweep mixes them
+MAX_SERIES_LEVELS = 6  # another swept column with at most this many values splits the lines; more: averaged over
+HOVER_FIELDS = ("trial_id", "method", "p", "q", "T", "decay", "seed")
+PALETTE = [to_hex(c) for c in colormaps["tab10"].colors]
+
+
+# ---- the data a figure shows -------------------------------------------------------------------------
+
+@dataclass
+class Curve:  # mean ± std of accuracy per x of one series; std NaN where one run (n = 1)
+    label: str
+    color: str
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray
+    hover: list[str]
+    connect: bool = True  # False where other columns vary uncontrolled: points, not a curve
+
+
+@dataclass
+class Baseline:  # a method that does not depend on x (dense twins): a horizontal line, band ±1 std
+    label: str
+    color: str
+    x: tuple[float, float]
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass
+class Points:  # individual runs; `values` colours them on a colour scale titled `values_title`
+    label: str
+    color: str
+    x: np.ndarray
+    y: np.ndarray
+    hover: list[str]
+    values: np.ndarray | None = None
+    values_title: str = ""
+    faint: bool = False
+    marker: str = "o"
+
+
+@dataclass
+class Front:  # a Pareto front: step line through its points, sorted by x
+    label: str
+    color: str
+    x: np.ndarray
+    y: np.ndarray
+    hover: list[str]
+
+
+@dataclass
+class Optimum:  # one marked point with an annotation
+    label: str
+    x: float
+    y: float
+    text: str
+
+
+@dataclass
+class Heatmap:  # mean accuracy per cell; rows = y values, columns = x values; n runs per cell
+    x: list[float]
+    y: list[float]
+    mean: np.ndarray
+    n: np.ndarray
+    colorbar: str
+
+
+@dataclass
+class Spec:
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    layers: list = field(default_factory=list)
+
+
+# ---- aggregation (public: the tests check it against pandas) ----------------------------------------
+
+def comparable(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished, full-budget runs with an accuracy: the only ones whose values can be compared."""
+    if "accuracy" not in runs:  # no trial has reported yet
+        return runs.iloc[:0]
+    keep = (runs["run_status"] == "FINISHED") & runs["full_budget"].astype(bool) & runs["accuracy"].notna()
+    return runs[keep]
+
+
+def series_columns(runs: pd.DataFrame, x: str) -> list[str]:
+    """What splits the lines of a curve over `x`: the method, model/dataset where they vary, and other
+    swept columns with few values (a grid); swept columns with more values are averaged over."""
+    identity = [c for c in IDENTITY if c in runs and runs[c].nunique() > 1]
+    grid = [c for c in AXES if c != x and c in runs and 1 < runs[c].nunique() <= MAX_SERIES_LEVELS]
+    return [*identity, "method", *grid]
+
+
+def curve_data(runs: pd.DataFrame, x: str, y: str = "accuracy", by: list[str] | None = None) -> pd.DataFrame:
+    """Mean, std (ddof 1; NaN for a single run) and n of `y` per series and `x`, over comparable runs.
+
+    Columns: the series columns (default `series_columns`), `x`, mean, std, n; sorted by series then x.
+    """
+    rows = comparable(runs)
+    by = series_columns(rows, x) if by is None else by
+    grouped = rows.groupby([*by, x], dropna=False)[y]
+    return grouped.agg(mean="mean", std="std", n="count").reset_index().sort_values([*by, x], ignore_index=True)
+
+
+def heatmap_data(runs: pd.DataFrame, x: str = "p", y: str = "q",
+                 value: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean of `value` and run count per (y, x) cell over comparable runs: two pivots, rows y, columns x."""
+    grouped = comparable(runs).groupby([y, x])[value]
+    return grouped.mean().unstack(x), grouped.count().unstack(x)
+
+
+# ---- building the specs ------------------------------------------------------------------------------
+
+def _varies(rows: pd.DataFrame, column: str) -> bool:
+    return column in rows and rows[column].nunique() >= 2
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def _label(keys: dict) -> str:
+    method = keys.pop("method")
+    return ", ".join([method, *(f"{k}={_fmt(v)}" for k, v in keys.items())])
+
+
+def _colors(runs: pd.DataFrame) -> dict[str, str]:
+    """A colour per method, the same in every figure (series split further take the next free ones)."""
+    return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(runs["method"].dropna().unique()))}
+
+
+def _color_of(label: str, colors: dict[str, str], i: int) -> str:
+    return colors.get(label, PALETTE[i % len(PALETTE)])
+
+
+def _run_hover(row: pd.Series, extra: tuple[str, ...] = ()) -> str:
+    parts = [f"{c} = {_fmt(row[c])}" for c in (*HOVER_FIELDS, *extra) if c in row and pd.notna(row[c])]
+    return "<br>".join(parts)
+
+
+def _not_fixed(columns: list[str]) -> str:
+    """Title suffix where other swept columns vary across runs with many values (not a controlled curve)."""
+    names = [{"decay": "λ"}.get(c, c) for c in columns]
+    return f" ({', '.join(names)} not held fixed)" if names else ""
+
+
+def _is_baseline(rows: pd.DataFrame, baseline) -> pd.Series:
+    """Rows of methods for which `baseline(Method)` says x does not apply (unknown methods: it does)."""
+    return rows["method"].map(lambda m: m in METHODS and baseline(METHODS[m])).astype(bool)
+
+
+def _curve_layers(rows: pd.DataFrame, x: str, baseline, colors: dict[str, str]) -> tuple[list, list[str]]:
+    """Curves of the methods that depend on x, horizontal baselines of those that do not; and the
+    other swept columns that vary with too many values to split the lines (not held fixed)."""
+    is_base = _is_baseline(rows, baseline)
+    swept, base = rows[~is_base], rows[is_base]
+    by = series_columns(swept, x)
+    unfixed = [c for c in AXES if c != x and c not in by and _varies(swept, c)]
+    data = curve_data(swept, x, by=by)
+    layers = []
+    for i, (keys, group) in enumerate(data.groupby(by, sort=True)):
+        label = _label(dict(zip(by, keys)))
+        hover = [f"{label}<br>{x} = {_fmt(v)}<br>accuracy = {m:.4f}" + (f" ± {s:.4f}" if n > 1 else "")
+                 + f"<br>n = {n}" for v, m, s, n in zip(group[x], group["mean"], group["std"], group["n"])]
+        layers.append(Curve(label, _color_of(label, colors, i), group[x].to_numpy(float), group["mean"].to_numpy(float),
+                            group["std"].to_numpy(float), group["n"].to_numpy(int), hover, connect=not unfixed))
+    span = (float(swept[x].min()), float(swept[x].max()))
+    ident = [c for c in IDENTITY if _varies(base, c)] + ["method"]
+    for keys, group in (base.groupby(ident, sort=True) if len(base) else []):
+        label = _label(dict(zip(ident, keys))) + " (no " + x + ")"
+        values = group["accuracy"]
+        layers.append(Baseline(label, colors.get(keys[-1], "#555555"), span, float(values.mean()),
+                               float(values.std()), len(values)))
+    return layers, unfixed
+
+
+CURVES = {  # x -> (title, which methods do not depend on x: drawn as baselines, which rows to use)
+    "p": ("Accuracy vs weight pruning ratio p", lambda m: m.ticket is None, None),
+    "q": ("Accuracy vs patch pruning ratio q (transformers)", lambda m: not m.patch_pruning,
+          lambda r: r[r["model"].isin(TRANSFORMERS)] if "model" in r else r),
+    "T": ("Accuracy vs time steps T", lambda m: not m.spiking, None),
+}
+
+
+def _curve_spec(rows: pd.DataFrame, x: str, colors: dict[str, str]) -> Spec | None:
+    title, baseline, select = CURVES[x]
+    rows = select(rows) if select else rows
+    if not _varies(rows[~_is_baseline(rows, baseline)], x):
+        return None
+    layers, unfixed = _curve_layers(rows, x, baseline, colors)
+    return Spec(f"accuracy_vs_{x}", title + _not_fixed(unfixed), AXES[x], ACCURACY, layers)
+
+
+def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) -> Spec | None:
+    rows = rows[~_is_baseline(rows, lambda m: not m.spiking)]  # an ANN has no membrane
+    if not _varies(rows, "decay"):
+        return None
+    layers, unfixed = _curve_layers(rows, "decay", lambda m: False, colors)
+    curves = [layer for layer in layers if isinstance(layer, Curve)]
+    layers.append(Points("sampled λ (colour: trial order)", "#444444", rows["decay"].to_numpy(float),
+                         rows["accuracy"].to_numpy(float), [_run_hover(r, ("accuracy",)) for _, r in rows.iterrows()],
+                         values=order.loc[rows.index].to_numpy(float), values_title="trial (order sampled)"))
+    for curve in curves:
+        best = int(np.nanargmax(curve.mean))
+        n = f" (mean of {curve.n[best]})" if curve.n[best] > 1 else ""
+        layers.append(Optimum(f"optimum, {curve.label}", float(curve.x[best]), float(curve.mean[best]),
+                              f"optimum λ = {curve.x[best]:.3g}<br>accuracy = {curve.mean[best]:.4f}{n}"))
+    title = "Accuracy vs membrane decay rate λ" + _not_fixed(unfixed)
+    return Spec("accuracy_vs_decay", title, AXES["decay"], ACCURACY, layers)
+
+
+def _balance_specs(rows: pd.DataFrame) -> list[Spec]:
+    methods = [m for m, g in rows.groupby("method", sort=True) if _varies(g, "p") and _varies(g, "q")]
+    specs = []
+    for method in methods:
+        mean, n = heatmap_data(rows[rows["method"] == method])
+        name = "balance_pq" if len(methods) == 1 else f"balance_pq_{method}"
+        specs.append(Spec(name, f"Balance of p and q: mean accuracy of {method}", AXES["p"], AXES["q"],
+                          [Heatmap(list(mean.columns), list(mean.index), mean.to_numpy(float),
+                                   n.fillna(0).to_numpy(int), "mean " + ACCURACY)]))
+    return specs
+
+
+def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
+    if pareto is None or "energy_mj" not in pareto or "is_pareto" not in pareto:
+        return None
+    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[["accuracy", "energy_mj"]].notna().all(axis=1)]
+    if done.empty:
+        return None
+    full = done["full_budget"].astype(bool)
+    front = done[full & done["is_pareto"].astype(bool)].sort_values("energy_mj")
+    dominated = done[full & ~done["is_pareto"].astype(bool)]
+    stopped = done[~full]
+
+    def hover(frame):
+        return [_run_hover(r, ("accuracy", "energy_mj")) for _, r in frame.iterrows()]
+
+    def xy(frame):
+        return frame["energy_mj"].to_numpy(float), frame["accuracy"].to_numpy(float)
+
+    layers = [Points(f"dominated (full budget, {len(dominated)})", PALETTE[0], *xy(dominated), hover(dominated)),
+              Front(f"Pareto front ({len(front)})", PALETTE[3], *xy(front), hover(front))]
+    if len(stopped):
+        layers.insert(0, Points(f"early-stopped: partial budget, not comparable, never on the front ({len(stopped)})",
+                                "#999999", *xy(stopped), hover(stopped), faint=True, marker="x"))
+    ranked = f" (ranked on {done['ranked_on'].iloc[0]})" if "ranked_on" in done else ""
+    return Spec("pareto_accuracy_energy", "Accuracy vs energy per image: Pareto front" + ranked, ENERGY, ACCURACY,
+                layers)
+
+
+def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:
+    """The figures the data supports, each as aggregated data ready to render. Trial order (the colour
+    of sampled λ) is the order of trial ids, over every run including failed ones."""
+    rows = comparable(runs)
+    colors = _colors(runs)
+    order = pd.Series(range(len(runs)), index=runs.sort_values("trial_id", kind="stable").index
+                      if "trial_id" in runs else runs.index)
+    specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
+    specs += _balance_specs(rows) + [_pareto_spec(pareto)]
+    return [spec for spec in specs if spec is not None]
+
+
+# ---- rendering: matplotlib PNG -----------------------------------------------------------------------
+
+def _png(spec: Spec, path: Path) -> None:
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for layer in spec.layers:
+        match layer:
+            case Curve():
+                ax.errorbar(layer.x, layer.mean, yerr=np.where(layer.n > 1, layer.std, np.nan), color=layer.color,
+                            marker="o", capsize=3, linestyle="-" if layer.connect else "none", label=layer.label)
+            case Baseline():
+                ax.hlines(layer.mean, *layer.x, colors=layer.color, linestyles="--",
+                          label=f"{layer.label}, n={layer.n}")
+                if layer.n > 1:
+                    ax.fill_between(layer.x, layer.mean - layer.std, layer.mean + layer.std, color=layer.color,
+                                    alpha=0.15)
+            case Points():
+                if layer.values is not None:
+                    drawn = ax.scatter(layer.x, layer.y, c=layer.values, cmap="viridis", edgecolors="black",
+                                       linewidths=0.5, zorder=3, label=layer.label)
+                    fig.colorbar(drawn, ax=ax, label=layer.values_title)
+                else:
+                    ax.scatter(layer.x, layer.y, color=layer.color, marker=layer.marker,
+                               alpha=0.35 if layer.faint else 0.8, label=layer.label)
+            case Front():
+                ax.step(layer.x, layer.y, where="post", color=layer.color, label=layer.label)
+                ax.scatter(layer.x, layer.y, color=layer.color, zorder=3)
+            case Optimum():
+                ax.scatter([layer.x], [layer.y], marker="*", s=300, color="red", edgecolors="black", zorder=4,
+                           label=layer.label)
+                ax.annotate(layer.text.replace("<br>", "\n"), (layer.x, layer.y), xytext=(15, -30),
+                            textcoords="offset points", arrowprops={"arrowstyle": "->"},
+                            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
+            case Heatmap():
+                image = ax.imshow(layer.mean, origin="lower", cmap="viridis", aspect="auto")
+                fig.colorbar(image, ax=ax, label=layer.colorbar)
+                ax.set_xticks(range(len(layer.x)), [_fmt(v) for v in layer.x])
+                ax.set_yticks(range(len(layer.y)), [_fmt(v) for v in layer.y])
+                for (i, j), value in np.ndenumerate(layer.mean):
+                    if not math.isnan(value):
+                        ax.text(j, i, f"{value:.3f}\nn={layer.n[i, j]}", ha="center", va="center", fontsize=8,
+                                color="white" if value < np.nanmean(layer.mean) else "black")
+    ax.set(title=spec.title, xlabel=spec.xlabel, ylabel=spec.ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+
+
+# ---- rendering: plotly HTML (plotly.js inlined, works offline) ---------------------------------------
+
+def _nan_to_none(values) -> list:
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in map(float, values)]
+
+
+def _html(spec: Spec, path: Path) -> None:
+    fig = go.Figure()
+    for layer in spec.layers:
+        match layer:
+            case Curve():
+                fig.add_trace(go.Scatter(
+                    x=layer.x, y=layer.mean, name=layer.label, mode="lines+markers" if layer.connect else "markers",
+                    line={"color": layer.color}, marker={"color": layer.color},
+                    error_y={"type": "data", "array": _nan_to_none(np.where(layer.n > 1, layer.std, np.nan)),
+                             "visible": True}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+            case Baseline():
+                x0, x1 = layer.x
+                label = f"{layer.label}, n={layer.n}"
+                if layer.n > 1:
+                    low, high = layer.mean - layer.std, layer.mean + layer.std
+                    fig.add_trace(go.Scatter(x=[x0, x1, x1, x0], y=[low, low, high, high], fill="toself",
+                                             fillcolor=layer.color, opacity=0.15, line={"width": 0},
+                                             legendgroup=label, showlegend=False, hoverinfo="skip"))
+                hover = f"{layer.label}<br>accuracy = {layer.mean:.4f}" + (
+                    f" ± {layer.std:.4f}" if layer.n > 1 else "") + f"<br>n = {layer.n}"
+                fig.add_trace(go.Scatter(x=[x0, x1], y=[layer.mean, layer.mean], name=label, mode="lines",
+                                         line={"color": layer.color, "dash": "dash"}, legendgroup=label,
+                                         text=[hover, hover], hovertemplate="%{text}<extra></extra>"))
+            case Points():
+                marker = {"color": layer.color, "symbol": "x" if layer.marker == "x" else "circle", "size": 9}
+                if layer.values is not None:
+                    marker.update(color=layer.values, colorscale="Viridis", showscale=True,
+                                  colorbar={"title": {"text": layer.values_title}, "x": 1.02, "len": 0.6},
+                                  line={"color": "black", "width": 0.5})
+                fig.add_trace(go.Scatter(x=layer.x, y=layer.y, name=layer.label, mode="markers", marker=marker,
+                                         opacity=0.35 if layer.faint else 0.9, text=layer.hover,
+                                         hovertemplate="%{text}<extra></extra>"))
+            case Front():
+                fig.add_trace(go.Scatter(x=layer.x, y=layer.y, name=layer.label, mode="lines+markers",
+                                         line={"color": layer.color, "shape": "hv"}, marker={"size": 10},
+                                         text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+            case Optimum():
+                fig.add_trace(go.Scatter(x=[layer.x], y=[layer.y], name=layer.label, mode="markers",
+                                         marker={"symbol": "star", "size": 20, "color": "red",
+                                                 "line": {"color": "black", "width": 1}},
+                                         text=[layer.text], hovertemplate="%{text}<extra></extra>"))
+                fig.add_annotation(x=layer.x, y=layer.y, text=layer.text, showarrow=True, ax=60, ay=40,
+                                   bgcolor="rgba(255,255,255,0.8)")
+            case Heatmap():
+                text = [[f"{v:.3f}<br>n={c}" if not math.isnan(v) else "" for v, c in zip(row, counts)]
+                        for row, counts in zip(layer.mean, layer.n)]
+                fig.add_trace(go.Heatmap(
+                    z=[_nan_to_none(row) for row in layer.mean], x=[_fmt(v) for v in layer.x],
+                    y=[_fmt(v) for v in layer.y], text=text, texttemplate="%{text}", colorscale="Viridis",
+                    colorbar={"title": {"text": layer.colorbar}},
+                    hovertemplate="p = %{x}<br>q = %{y}<br>mean accuracy = %{z:.4f}<extra></extra>"))
+                fig.update_xaxes(type="category")
+                fig.update_yaxes(type="category")
+    fig.update_layout(title={"text": spec.title}, xaxis_title=spec.xlabel, yaxis_title=spec.ylabel,
+                      template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def write_figures(runs: pd.DataFrame, pareto: pd.DataFrame | None, out_dir: Path) -> list[dict]:
+    """Write every figure the data supports as NAME.png (matplotlib) and NAME.html (plotly, offline) into
+    `out_dir` (created; existing files of the same names are replaced).
+
+    `runs`: dashboards.runs.load_runs's table; `pareto`: dashboards.pareto.pareto_table's, or None.
+    Returns one {"name", "title", "png", "html"} per figure, in a fixed order: accuracy vs p, q, T, λ,
+    the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec in figure_specs(runs, pareto):
+        png, html = out_dir / f"{spec.name}.png", out_dir / f"{spec.name}.html"
+        _png(spec, png)
+        _html(spec, html)
+        written.append({"name": spec.name, "title": spec.title, "png": png, "html": html})
+    return written

@@ -1,0 +1,70 @@
+"""One report per sweep: runs and Pareto CSVs, figures, the paper's tables, and an index.html linking them."""
+
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from dashboards.figures import write_figures
+from dashboards.pareto import pareto_table
+from dashboards.runs import load_runs
+from dashboards.tables import write_tables
+from slt.errors import InputError
+
+PARETO_OBJECTIVES = [("accuracy", "max"), ("energy_mj", "min")]
+
+
+def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
+                 *, log_to_mlflow: bool = True) -> dict:
+    """Write the report into `out_dir` (which must be new or empty) and log it to the sweep's parent run."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise InputError("out", f"{out} already holds files; choose a new folder (nothing recorded is overwritten)")
+    runs, parent = load_runs(experiment, tracking_uri, parent_run_id)
+    if runs.empty:
+        raise InputError("experiment", f"sweep {parent.info.run_name!r} has no trial runs yet")
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    pareto = None
+    if all(name in runs.columns for name, _ in PARETO_OBJECTIVES):
+        pareto = pareto_table(runs, PARETO_OBJECTIVES)
+        pareto.to_csv(out / "pareto.csv", index=False)
+    figures = write_figures(runs, pareto, out)
+    tables = write_tables(runs, out)
+    index = out / "index.html"
+    index.write_text(_index_html(experiment, parent, runs, pareto, figures, tables, out))
+    if log_to_mlflow:
+        MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(out), artifact_path="report")
+    return {"dir": out, "index": index, "pareto_csv": out / "pareto.csv" if pareto is not None else None,
+            "figures": figures, "tables": tables, "parent_run_id": parent.info.run_id}
+
+
+def _index_html(experiment, parent, runs, pareto, figures, tables, out: Path) -> str:
+    finished = int(((runs["run_status"] == "FINISHED") & runs["full_budget"]).sum())
+    parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
+             f"<p>Experiment <code>{html.escape(experiment)}</code>, parent run <code>{parent.info.run_id}</code>; "
+             f"{len(runs)} trials, {finished} finished with their full budget, "
+             f"{int(runs['early_stopped'].sum())} early-stopped, {int((runs['run_status'] == 'FAILED').sum())} failed. "
+             f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
+             '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
+    if pareto is not None:
+        parts.append(f'<li><a href="pareto.csv">pareto.csv</a> (accuracy max, energy_mj min; '
+                     f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]})</li>')
+    parts.append("</ul><h2>Figures</h2>")
+    for figure in figures:
+        png, page = Path(figure["png"]).relative_to(out), Path(figure["html"]).relative_to(out)
+        parts.append(f'<figure><a href="{page}"><img src="{png}" alt="{html.escape(figure["title"])}" width="640">'
+                     f'</a><figcaption>{html.escape(figure["title"])} — <a href="{page}">interactive</a>'
+                     f'</figcaption></figure>')
+    if not figures:
+        parts.append("<p>No parameter varies across finished runs: nothing to plot.</p>")
+    for table in tables:
+        name = table["table"]
+        parts.append(f"<h2>Table {name}</h2><p>Test accuracy (%): ours mean ± std over seeds (n runs) [paper]. "
+                     f'<a href="table_{name}.csv">CSV</a> · <a href="table_{name}.md">Markdown</a> · '
+                     f'<a href="table_{name}.tex">LaTeX</a></p>{table["html"]}')
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+            "td,th{padding:3px 6px;border-bottom:1px solid #ddd}figure{display:inline-block;margin:8px}</style>"
+            "</head><body>" + "\n".join(parts) + "</body></html>\n")
