@@ -161,3 +161,15 @@ def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_p
     assert "report:" in capsys.readouterr().out
     assert main(["report", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("slt: error: out: ")
+
+
+def test_dashboard_optuna_refuses_unknown_study_in_one_line(tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(storage=storage, study_name="decay_rate-demo-1")
+    capsys.readouterr()
+    code = main(["dashboard", "optuna", "--study", "nope", "--storage", storage])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("slt: error: study: no study 'nope'") and "decay_rate-demo-1" in err

@@ -282,3 +282,33 @@ def test_slt_report_index_and_a_figure_render_in_chromium(tmp_path):
     assert errors == [] and "<img" in dom and 'href="pareto.csv"' in dom
     errors, dom = open_in_chromium(report["figures"][0]["html"])
     assert errors == [] and "main-svg" in dom and "js-plotly-plot" in dom
+
+
+def test_slt_dashboard_optuna_serves_the_study_on_loopback(tmp_path):
+    import socket
+    import sys
+    import urllib.request
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, study_name="sweep-1", directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.8, 0.01]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "dashboards.cli", "dashboard", "optuna", "--study", "sweep-1",
+                               "--storage", storage, "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, body = time.time() + 60, None
+        while time.time() < deadline and body is None:
+            try:
+                body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2).read())
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None, "optuna-dashboard did not answer"
+        assert [s["study_name"] for s in body["study_summaries"]] == ["sweep-1"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
