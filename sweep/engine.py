@@ -55,10 +55,11 @@ def grid_variants(space: SearchSpace) -> list[dict]:
     return combos
 
 
-def param_space(space: SearchSpace, base: dict) -> dict:
+def param_space(space: SearchSpace, base: dict, trial_root: str | None = None) -> dict:
     from ray import tune
 
-    params = {**base, "checkpoint_every": space.checkpoint_every, "energy_batch": space.energy_batch}
+    params = {**base, "checkpoint_every": space.checkpoint_every, "energy_batch": space.energy_batch,
+              "trial_root": trial_root}
     for name, parameter in space.searched.items():
         if parameter.type == "choice":
             params[name] = tune.choice(parameter.values)
@@ -147,6 +148,23 @@ def latest_sweep(storage: Path, prefix: str) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def close_lost_trials(client, experiment: str, parent_id: str, trial_ids: set) -> None:
+    """Child runs still RUNNING after the sweep belong to trials a killed driver started after Tune's
+    last snapshot; the resumed sweep does not know them. Close them (nothing is deleted), saying why."""
+    from mlflow.entities import RunTag
+
+    running = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                                              "attributes.status = 'RUNNING'", max_results=10000)
+    for run in running:
+        if run.data.tags.get("trial_id") in trial_ids:
+            continue
+        client.log_batch(run.info.run_id, tags=[
+            RunTag("status", "lost"), RunTag("full_budget", "false"), RunTag("early_stopped", "false"),
+            RunTag("reason", "the driver was killed before Tune recorded this trial; the resumed sweep ran "
+                             "another in its place")])
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
 def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     """Validate the environment, then run (or resume) the sweep; returns Tune's ResultGrid."""
     import json
@@ -171,6 +189,9 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
         record = None
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on loopback (DESIGN §7)
+    # Tune snapshots its experiment state at most every 10 s by default; trials started after the
+    # last snapshot are unknown to a resumed sweep. Once a second keeps that window small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     import ray
     from ray import tune
 
@@ -221,7 +242,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
         single = None if space.multi_objective else space.objectives[0]
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(space, base),
+            param_space=param_space(space, base, trial_path),
             tune_config=tune.TuneConfig(
                 metric=single.metric if single else None, mode=single.mode if single else None,
                 num_samples=space.num_samples, search_alg=make_searcher(space),
@@ -232,6 +253,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
     results = tuner.fit()
+    close_lost_trials(client, experiment, parent_id, {r.metrics.get("trial_id") for r in results})
     errors = sum(1 for r in results if r.error)
     client.log_metric(parent_id, "trials", len(results))
     client.log_metric(parent_id, "failed_trials", errors)

@@ -9,6 +9,7 @@ restore, and setup_mlflow leaves early-stopped trials RUNNING (DESIGN §7), henc
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -73,9 +74,10 @@ class MlflowSweepCallback(tune.Callback):
         self.tags = tags
         self._client = None
         self._runs: dict[str, str] = {}  # trial_id -> MLflow run id
+        self._steps: dict[str, set[int]] = {}  # run id -> epochs already logged (a resumed trial may repeat one)
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients are not picklable
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}}
 
     @property
     def client(self) -> MlflowClient:
@@ -108,17 +110,29 @@ class MlflowSweepCallback(tune.Callback):
     def on_trial_restore(self, iteration, trials, trial, **info):
         self._run_id(trial)
 
+    def _logged_steps(self, run_id: str) -> set[int]:
+        if run_id not in self._steps:
+            self._steps[run_id] = {m.step for m in self.client.get_metric_history(run_id, "epoch")}
+        return self._steps[run_id]
+
+    def _log_epoch(self, run_id: str, values: dict, step: int, timestamp: int) -> None:
+        """Log one epoch's metrics once: a trial resumed after a driver crash may report an epoch again."""
+        if step in self._logged_steps(run_id):
+            return
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()
+                   if k in _LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        metrics.append(Metric("full_budget", float(bool(values.get("full_budget"))), timestamp, step))
+        self.client.log_batch(run_id, metrics=metrics)
+        self._steps[run_id].add(step)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        timestamp = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric(k, float(v), timestamp, step) for k, v in result.items()
-                   if k in _LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        metrics.append(Metric("full_budget", float(bool(result.get("full_budget"))), timestamp, step))
-        self.client.log_batch(self._run_id(trial), metrics=metrics)
+        self._log_epoch(self._run_id(trial), result, step, int(result.get("timestamp", 0) * 1000))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
         full = bool((trial.last_result or {}).get("full_budget"))
+        self._backfill(run_id, trial)
         self._log_artifacts(run_id, trial)
         self.client.log_batch(run_id, tags=[RunTag("status", "finished"), RunTag("full_budget", str(full).lower()),
                                             RunTag("early_stopped", str(not full).lower())])
@@ -130,6 +144,18 @@ class MlflowSweepCallback(tune.Callback):
                                             RunTag("full_budget", "false"), RunTag("early_stopped", "false")])
         self._log_artifacts(run_id, trial)
         self.client.set_terminated(run_id, "FAILED")
+
+    def _backfill(self, run_id: str, trial) -> None:
+        """Epochs a trial reported while the driver was down (seen only in its final metrics.json)."""
+        checkpoint = trial.checkpoint
+        summary = Path(checkpoint.path) / METRICS_FILE if checkpoint is not None else None
+        if summary is None or not summary.is_file():
+            return
+        history = json.loads(summary.read_text()).get("history", [])
+        for epoch in history:
+            values = {"accuracy": epoch["test_accuracy"], "loss": epoch["test_loss"], **epoch,
+                      "full_budget": epoch["epoch"] == len(history)}
+            self._log_epoch(run_id, values, int(epoch["epoch"]), int(time.time() * 1000))
 
     def _log_artifacts(self, run_id: str, trial) -> None:
         checkpoint = trial.checkpoint
