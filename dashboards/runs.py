@@ -5,8 +5,8 @@ from mlflow.tracking import MlflowClient
 
 from slt.config import TrainConfig
 from slt.errors import InputError
+from sweep.tracking import PARENT_TAG
 
-PARENT_TAG = "mlflow.parentRunId"
 BOOLEAN_TAGS = ("full_budget", "early_stopped")
 TEXT_TAGS = ("status", "reason", "trial_id")
 

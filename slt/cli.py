@@ -167,14 +167,22 @@ def load_checkpoint(directory: str) -> dict:
         raise InputError("checkpoint", f"{path} is not a readable slt checkpoint ({type(err).__name__})") from None
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from slt.train import TrainingRun, evaluate
+def restore_run(directory: str, data_dir: str | None = None, device: str | None = None):
+    """The TrainingRun saved in `directory`, optionally reading its data from elsewhere or on another device."""
+    from slt.train import TrainingRun
 
-    state = load_checkpoint(args.checkpoint)
-    overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
-    cfg = make_config(**{**state["config"], **overrides})
-    run = TrainingRun(cfg)
+    state = load_checkpoint(directory)
+    overrides = {k: v for k, v in (("data_dir", data_dir), ("device", device)) if v is not None}
+    run = TrainingRun(make_config(**{**state["config"], **overrides}))
     run.load_state_dict(state)
+    return run
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from slt.train import evaluate
+
+    run = restore_run(args.checkpoint, args.data_dir, args.device)
+    cfg = run.cfg
     result = evaluate(run.model, run.test_split, run.pipeline, batch_size=cfg.batch_size)
     report = {"checkpoint": args.checkpoint, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset,
               "epoch": run.epoch, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
@@ -201,12 +209,8 @@ def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, 
 
     constants = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
     if checkpoint:
-        state = load_checkpoint(checkpoint)
-        overrides = {k: v for k, v in (("data_dir", args.data_dir), ("device", args.device)) if v is not None}
-        cfg = make_config(**{**state["config"], **overrides})
-        run = TrainingRun(cfg)
-        run.load_state_dict(state)
-        return run.energy(batch=args.batch, **constants), cfg
+        run = restore_run(checkpoint, args.data_dir, args.device)
+        return run.energy(batch=args.batch, **constants), run.cfg
     cfg = _config_from(args)
     if not cfg.spiking:  # ANN energy depends only on the shapes: no data needed
         model, example = _model_without_data(cfg)

@@ -15,8 +15,8 @@ from slt.data import load_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import OptunaStudyExport
-from sweep.tracking import (MlflowSweepCallback, check_reachable, code_version, default_tracking_uri, experiment_id,
-                            write_json)
+from sweep.tracking import (PARENT_TAG, MlflowSweepCallback, check_reachable, code_version, default_tracking_uri,
+                            experiment_id, write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 
@@ -153,7 +153,7 @@ def close_lost_trials(client, experiment: str, parent_id: str, trial_ids: set) -
     last snapshot; the resumed sweep does not know them. Close them (nothing is deleted), saying why."""
     from mlflow.entities import RunTag
 
-    running = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+    running = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
                                                               "attributes.status = 'RUNNING'", max_results=10000)
     for run in running:
         if run.data.tags.get("trial_id") in trial_ids:
