@@ -1,8 +1,29 @@
-"""Run every benchmark: python -m bench."""
+"""Run every benchmark: python -m bench [--data-dir CIFAR10_DIR] [--quick].
 
-from bench import sweep_utilisation, train_step
+--quick shrinks every benchmark to a smoke test (seconds per part; the figures mean nothing).
+"""
+
+import argparse
+
+from bench import decay_search, sweep_budget, train_step
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 directory for the training-step benchmark "
+                                                         "(default: bundled digits at 32x32)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check that everything runs")
+    args = parser.parse_args(argv)
+    step_args = ["--data-dir", args.data_dir] if args.data_dir else []
+    if args.quick:
+        step_args += ["--batches", "1", "--rounds", "1", "--batch-size", "8", "--matmul-n", "128"]
+    train_step.main(step_args)
+    print()
+    decay_search.main(["--searches", "2"] if args.quick else [])
+    print()
+    sweep_budget.main(["--set", "base.epochs=2", "--set", "searched.decay.values=[0.3,0.5,0.7]",
+                       "--set", "scheduler.grace_period=1"] if args.quick else [])
+
 
 if __name__ == "__main__":
-    train_step.main([])
-    print()
-    sweep_utilisation.main([])
+    main()

@@ -1,4 +1,5 @@
-"""Training-step throughput of VGG-9: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense SNN, data share.
+"""Training-step throughput of VGG-9: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense SNN, data share,
+and the achieved FLOP/s of the SNN and ANN steps against this machine's measured matmul peak.
 
 Every method is measured side by side in one run, interleaved round by round, and reported as ratios
 (absolute times on a shared machine are noise). Usage: python -m bench.train_step [--width 0.25] [--rounds 5]
@@ -18,6 +19,7 @@ logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 from slt.config import make_config  # noqa: E402
 from slt.data import load_dataset  # noqa: E402
 from slt.data.pipeline import iterate_batches  # noqa: E402
+from slt.energy import count_macs  # noqa: E402
 from slt.train import TrainingRun  # noqa: E402
 
 
@@ -43,6 +45,27 @@ def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
     return step_total / images, data_total / images
 
 
+def matmul_seconds(n: int = 1024, repeats: int = 5) -> float:
+    """Seconds per float32 n x n matmul, best of `repeats` (the machine's dense-compute peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def training_flops(run: TrainingRun) -> float:
+    """Conv/linear FLOPs of one training step per image: 3 x forward (backward ~ 2 x forward), 2 FLOPs per
+    MAC; the first layer sees pixels once per image (direct encoding), the others run T times in an SNN."""
+    example, _ = next(iterate_batches(run.test_split, 2, shuffle=False))
+    macs = list(count_macs(run.model, run.pipeline(example, augment=False)).values())
+    steps = run.cfg.time_steps if run.cfg.spiking else 1
+    return 3 * 2 * (macs[0] + steps * sum(macs[1:]))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 directory (default: bundled digits at 32x32)")
@@ -52,6 +75,7 @@ def main(argv=None) -> None:
     parser.add_argument("--p", type=float, default=0.5, help="pruning ratio of the ticket methods")
     parser.add_argument("--batches", type=int, default=8, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    parser.add_argument("--matmul-n", type=int, default=1024, help="size of the square matmul giving the peak")
     args = parser.parse_args(argv)
 
     dataset_name = "cifar10" if args.data_dir else "digits"
@@ -63,9 +87,11 @@ def main(argv=None) -> None:
     for run in runs.values():  # warm-up: allocator, first-call overheads
         time_steps(run, 2)
     samples = {m: [] for m in runs}
+    matmul = []
     for _ in range(args.rounds):
         for method, run in runs.items():
             samples[method].append(time_steps(run, args.batches))
+        matmul.append(matmul_seconds(args.matmul_n))
 
     step = {m: statistics.median(s[0] for s in samples[m]) for m in runs}
     data_share = {m: statistics.median(s[1] / s[0] for s in samples[m]) for m in runs}
@@ -79,6 +105,12 @@ def main(argv=None) -> None:
     print(f"ANN images/s / SNN images/s      = {ips['ann'] / ips['snn']:.2f}")
     for ticket in ("slt", "mpslt"):
         print(f"{ticket + ' step / dense snn step':<32} = {step[ticket] / step['snn']:.2f}   (goal <= 1.10)")
+    peak = 2 * args.matmul_n ** 3 / statistics.median(matmul)
+    print(f"matmul peak ({args.matmul_n}x{args.matmul_n} float32)   = {peak / 1e9:.1f} GFLOP/s")
+    for method in ("snn", "ann"):
+        achieved = training_flops(runs[method]) / step[method]
+        print(f"{method} step achieved / matmul peak  = {achieved / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s "
+              f"= {achieved / peak:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -28,6 +28,9 @@ class SweepOptions:
     resume: bool = False
     address: str | None = None  # Ray cluster to join; default: start Ray on this machine
     verbose: int = 1
+    # Run the next trial in the finished trial's worker process: saves the process start and the
+    # torch/spikingjelly imports (seconds per trial; measured by bench/sweep_budget.py).
+    reuse_actors: bool = True
 
 
 def resolved_base(space: SearchSpace) -> dict:
@@ -91,27 +94,31 @@ def seed_points(space: SearchSpace) -> list[dict]:
     return [{name: parameter.low + step * (i + 0.5)} for i in range(given)]  # cell midpoints, inside the bounds
 
 
+def make_sampler(space: SearchSpace):
+    """The Optuna sampler of an `optuna` search (GP, NSGA-II or TPE), seeded from the space."""
+    import optuna
+
+    seed = space.search.seed
+    if space.search.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, deterministic_objective=True,
+                                         n_startup_trials=max(1, len(seed_points(space))))
+    if space.search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=space.search.population_size, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
 def make_searcher(space: SearchSpace):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if space.search.algorithm != "optuna":
         return BasicVariantGenerator(max_concurrent=space.max_concurrent, random_state=space.search.seed)
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    seed = space.search.seed
-    if space.search.sampler == "gp":
-        sampler = optuna.samplers.GPSampler(seed=seed, deterministic_objective=True,
-                                            n_startup_trials=max(1, len(seed_points(space))))
-    elif space.search.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(population_size=space.search.population_size, seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
     metrics = [o.metric for o in space.objectives]
     modes = [o.mode for o in space.objectives]
     searcher = OptunaSearch(metric=metrics if space.multi_objective else metrics[0],
-                            mode=modes if space.multi_objective else modes[0], sampler=sampler,
+                            mode=modes if space.multi_objective else modes[0], sampler=make_sampler(space),
                             points_to_evaluate=seed_points(space) or None)
     return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
 
@@ -246,17 +253,20 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
             tune_config=tune.TuneConfig(
                 metric=single.metric if single else None, mode=single.mode if single else None,
                 num_samples=space.num_samples, search_alg=make_searcher(space),
-                scheduler=make_scheduler(space, max_epochs)),
+                scheduler=make_scheduler(space, max_epochs), reuse_actors=options.reuse_actors),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(sweep_dir), callbacks=callbacks, verbose=options.verbose,
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
         )
+    fit_started = time.perf_counter()
     results = tuner.fit()
+    fit_seconds = time.perf_counter() - fit_started
     close_lost_trials(client, experiment, parent_id, {r.metrics.get("trial_id") for r in results})
     errors = sum(1 for r in results if r.error)
     client.log_metric(parent_id, "trials", len(results))
     client.log_metric(parent_id, "failed_trials", errors)
     client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
     client.set_terminated(parent_id, "FINISHED")
-    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri, "optuna_storage": optuna_db}
+    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri, "optuna_storage": optuna_db,
+                     "fit_seconds": fit_seconds}

@@ -1,0 +1,149 @@
+"""Decay search efficiency: trials the seeded GP search needs to find the best λ of a fine grid.
+
+The λ -> accuracy response is real: `--record` trains the decay-rate sweep's demo configuration
+(spiking multi-prize ticket, VGG-9 width 0.25 on bundled digits at 16x16, 3 epochs) at every λ of a
+fine grid (0.05, 0.07, ..., 0.95: 46 points) and several seeds, and writes
+bench/data/decay_response_digits.csv (rows already there are kept; an interrupted recording goes on).
+Without `--record` the benchmark replays that recording: the product's own GP sampler and seed
+points (sweep.engine, decay_rate space) propose λ in batches of the sweep's parallel trials, each
+proposal is snapped to the grid and answered with the recorded seed-mean accuracy, and we count the
+trials until it proposes the grid's best λ, over several sampler seeds.
+
+Usage: python -m bench.decay_search [--record] [--searches 10]
+"""
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+
+RESPONSE_FILE = Path(__file__).parent / "data" / "decay_response_digits.csv"
+GRID = [round(0.05 + 0.02 * i, 2) for i in range(46)]  # 0.05 ... 0.95, the same bounds as decay_rate.yaml
+FIELDS = ["decay", "seed", "accuracy", "seconds"]
+
+
+def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
+    """Train the demo configuration at every (λ, seed) not yet in `path`, appending one row per run."""
+    import time
+
+    import torch
+
+    from slt.config import make_config
+    from slt.data import load_dataset
+    from slt.train import TrainingRun
+    from sweep.space import load_space
+
+    torch.set_num_threads(1)  # one sweep trial's share of the machine (resources.cpu = 1)
+    space, _ = load_space("decay_rate", "demo")
+    base = {k: v for k, v in space.base.items()}
+    data = load_dataset(base["dataset"], base.get("data_dir"), frames=base["T"], image_size=base.get("image_size"))
+    done = {(float(r["decay"]), int(r["seed"])) for r in _rows(path)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        for seed in range(seeds):
+            for decay in GRID:
+                if (decay, seed) in done:
+                    continue
+                started = time.perf_counter()
+                run = TrainingRun(make_config(**base, decay=decay, seed=seed), data)
+                for _ in range(run.total_epochs):
+                    epoch = run.run_epoch()
+                writer.writerow({"decay": decay, "seed": seed, "accuracy": round(epoch["test_accuracy"], 6),
+                                 "seconds": round(time.perf_counter() - started, 2)})
+                handle.flush()
+                print(f"λ={decay:.2f} seed {seed}: accuracy {epoch['test_accuracy']:.4f}", flush=True)
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def mean_response(path: Path = RESPONSE_FILE) -> tuple[dict[float, float], dict[float, float], int]:
+    """Seed-mean and standard error of accuracy per grid λ, and the number of seeds per point."""
+    by_decay: dict[float, list[float]] = {}
+    for row in _rows(path):
+        by_decay.setdefault(float(row["decay"]), []).append(float(row["accuracy"]))
+    missing = [d for d in GRID if d not in by_decay]
+    if missing:
+        raise SystemExit(f"{path}: no recording for λ={missing[0]} (run: python -m bench.decay_search --record)")
+    seeds = min(len(v) for v in by_decay.values())
+    mean = {d: statistics.fmean(by_decay[d]) for d in GRID}
+    sem = {d: statistics.stdev(by_decay[d]) / len(by_decay[d]) ** 0.5 if len(by_decay[d]) > 1 else 0.0 for d in GRID}
+    return mean, sem, seeds
+
+
+def snap(value: float) -> float:
+    return min(GRID, key=lambda d: abs(d - value))
+
+
+def trials_to_best(response: dict[float, float], sampler_seed: int, targets: set[float], budget: int) -> int | None:
+    """Run the sweep's GP search (sampler, seed points, batch size) on the recorded response; the
+    1-based trial at which it first proposes a λ in `targets`, or None within `budget` trials."""
+    import optuna
+
+    from sweep.engine import make_sampler, seed_points
+    from sweep.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space, _ = load_space("decay_rate", "demo", [f"search.seed={sampler_seed}"])
+    bounds = space.searched["decay"]
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(space))
+    for point in seed_points(space):
+        study.enqueue_trial(point)
+    distribution = {"decay": optuna.distributions.FloatDistribution(bounds.low, bounds.high)}
+    trials = 0
+    while trials < budget:
+        batch = [study.ask(distribution) for _ in range(min(space.max_concurrent, budget - trials))]
+        for trial in batch:  # Tune runs max_concurrent trials at once; results arrive after the batch is out
+            trials += 1
+            decay = snap(trial.params["decay"])
+            study.tell(trial, response[decay])
+            if decay in targets:
+                return trials
+    return None
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record", action="store_true", help="(re)record the missing λ -> accuracy runs first")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per λ when recording")
+    parser.add_argument("--searches", type=int, default=10, help="GP sampler seeds to replay")
+    args = parser.parse_args(argv)
+    if args.record:
+        record(args.seeds)
+
+    mean, sem, seeds = mean_response()
+    best = max(GRID, key=mean.get)
+    # Grid points the recording cannot tell apart from the best (within one standard error of both).
+    tied = {d for d in GRID if mean[best] - mean[d] <= sem[best] + sem[d]}
+    exact, near = [], []
+    for sampler_seed in range(args.searches):
+        exact.append(trials_to_best(mean, sampler_seed, {best}, budget=len(GRID)))
+        near.append(trials_to_best(mean, sampler_seed, tied, budget=len(GRID)))
+
+    def describe(found: list[int | None]) -> str:
+        hits = [n for n in found if n is not None]
+        if not hits:
+            return f"never within {len(GRID)} trials"
+        worst = "never" if len(hits) < len(found) else str(max(hits))
+        return (f"median {statistics.median(hits):.0f}, worst {worst} of {len(found)} searches; "
+                f"ratio to grid {statistics.median(hits) / len(GRID):.2f}")
+
+    print(f"# decay_rate demo response recorded on a {len(GRID)}-point λ grid x {seeds} seeds "
+          f"({RESPONSE_FILE.name}); GP replayed with {args.searches} sampler seeds")
+    curve = "  ".join(f"{d:.2f}:{100 * mean[d]:.1f}" for d in GRID[::5])
+    print(f"response (every 5th λ: accuracy %): {curve}")
+    print(f"grid best λ = {best:.2f} ({100 * mean[best]:.1f}%); {len(tied)} grid points within one standard error")
+    print(f"GP trials to propose the grid's best λ       : {describe(exact)}  (grid: {len(GRID)} trials)")
+    print(f"GP trials to propose a λ tied with the best  : {describe(near)}  (goal <= 1/3 of the grid)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Sweep utilisation and ASHA vs full budget, from two real sweeps of the same grid.
+
+Both sweeps run bench/sweep_budget.yaml (12 λ of the decay-rate demo's spiking ticket on digits,
+10 epochs, 2 trials in parallel with 1 CPU each) in a scratch folder: once with every trial running
+its full budget, once under ASHA (grace 1 epoch, reduction factor 3). Printed side by side:
+utilisation = Σ trial compute (Tune's time_total_s) / (wall x parallel trials), with the wall of
+Tune's fit alone and with Ray start-up included; epochs spent; the best full-budget accuracy each
+sweep found and its λ. Usage: python -m bench.sweep_budget [--set KEY=VALUE ...]
+"""
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+SPACE_FILE = Path(__file__).with_name("sweep_budget.yaml")
+
+
+def run_measured(space, info, scratch: Path, reuse_actors: bool = True) -> dict:
+    """Run one sweep in `scratch`; its results plus wall times and utilisation."""
+    from sweep.engine import SweepOptions, run_sweep
+
+    started = time.perf_counter()
+    results, record = run_sweep(space, info, SweepOptions(
+        tracking_uri=f"sqlite:///{scratch / 'mlflow.db'}", storage=str(scratch / "results"), verbose=0,
+        reuse_actors=reuse_actors))
+    wall = time.perf_counter() - started
+    finals = [r.metrics for r in results if r.metrics]
+    compute = sum(m.get("time_total_s", 0.0) for m in finals)
+    slots = space.max_concurrent
+    return {"finals": finals, "trials": len(finals), "wall": wall, "fit": record["fit_seconds"],
+            "compute": compute, "utilisation": compute / (record["fit_seconds"] * slots),
+            "utilisation_with_start": compute / (wall * slots),
+            "epochs": sum(m.get("training_iteration", 0) for m in finals)}
+
+
+def best_full_budget(finals: list[dict], budget: int) -> tuple[float, float]:
+    """(accuracy, λ) of the best trial that ran all `budget` epochs."""
+    full = [m for m in finals if m.get("training_iteration") == budget]
+    best = max(full, key=lambda m: m["accuracy"])
+    return best["accuracy"], best["config"]["variant"]["decay"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="override a field of bench/sweep_budget.yaml, e.g. --set base.epochs=2")
+    parser.add_argument("--no-reuse-actors", action="store_true",
+                        help="start a fresh worker process per trial (the engine's behaviour before reuse)")
+    args = parser.parse_args(argv)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    import ray
+
+    from sweep.space import load_space
+
+    full_space, info = load_space(str(SPACE_FILE), "demo", args.overrides)
+    asha_space, asha_info = load_space(str(SPACE_FILE), "demo", [*args.overrides, "scheduler.type=asha"])
+    budget = full_space.base["epochs"]
+    with tempfile.TemporaryDirectory() as scratch:
+        full = run_measured(full_space, info, Path(scratch) / "full", not args.no_reuse_actors)
+        ray.shutdown()  # the second sweep starts its own Ray, as a user's would
+        asha = run_measured(asha_space, asha_info, Path(scratch) / "asha", not args.no_reuse_actors)
+        ray.shutdown()
+
+    slots, trials = full_space.max_concurrent, full["trials"]
+    print(f"# {SPACE_FILE.name} {' '.join(args.overrides)}: {trials} trials x {budget} epochs, {slots} in parallel, "
+          f"{full_space.resources.cpu:g} CPU each, worker processes "
+          f"{'started per trial' if args.no_reuse_actors else 'reused'}")
+    for name, sweep in (("full budget", full), ("ASHA", asha)):
+        print(f"{name:<12} wall {sweep['wall']:6.1f} s (Tune fit {sweep['fit']:6.1f} s), trial compute "
+              f"{sweep['compute']:6.1f} s (mean {sweep['compute'] / sweep['trials']:.1f} s per trial)")
+    print(f"utilisation (full budget) = compute / (fit wall x {slots}) = {full['utilisation']:.2f}   "
+          f"with Ray start-up: {full['utilisation_with_start']:.2f}   (goal >= 0.9 for trials >= 30 s)")
+    print(f"utilisation (ASHA)        = {asha['utilisation']:.2f}   with Ray start-up: "
+          f"{asha['utilisation_with_start']:.2f}")
+    full_best, full_decay = best_full_budget(full["finals"], budget)
+    asha_best, asha_decay = best_full_budget(asha["finals"], budget)
+    print(f"epochs spent: ASHA {asha['epochs']} / full {full['epochs']} = {asha['epochs'] / full['epochs']:.2f}   "
+          f"wall: ASHA / full = {asha['wall'] / full['wall']:.2f}")
+    print(f"best accuracy found: ASHA {100 * asha_best:.1f}% (λ={asha_decay:g}) / full {100 * full_best:.1f}% "
+          f"(λ={full_decay:g}) = {asha_best / full_best:.3f}")
+
+
+if __name__ == "__main__":
+    main()
