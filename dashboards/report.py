@@ -6,6 +6,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from dashboards.claims import claim_table
+from dashboards.claims import to_markdown as claims_markdown
 from dashboards.figures import write_figures
 from dashboards.pareto import pareto_table
 from dashboards.runs import load_runs
@@ -32,15 +34,20 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
         pareto.to_csv(out / "pareto.csv", index=False)
     figures = write_figures(runs, pareto, out)
     tables = write_tables(runs, out)
+    claims = claim_table(runs)
+    if not claims.empty:
+        claims.to_csv(out / "claims.csv", index=False)
+        (out / "claims.md").write_text("The paper's claims on this sweep's runs (dashboards/claims.py)\n\n"
+                                       + claims_markdown(claims))
     index = out / "index.html"
-    index.write_text(_index_html(experiment, parent, runs, pareto, figures, tables, out))
+    index.write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, out))
     if log_to_mlflow:
         MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(out), artifact_path="report")
     return {"dir": out, "index": index, "pareto_csv": out / "pareto.csv" if pareto is not None else None,
-            "figures": figures, "tables": tables, "parent_run_id": parent.info.run_id}
+            "figures": figures, "tables": tables, "claims": claims, "parent_run_id": parent.info.run_id}
 
 
-def _index_html(experiment, parent, runs, pareto, figures, tables, out: Path) -> str:
+def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: Path) -> str:
     finished = int(((runs["run_status"] == "FINISHED") & runs["full_budget"]).sum())
     parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
              f"<p>Experiment <code>{html.escape(experiment)}</code>, parent run <code>{parent.info.run_id}</code>; "
@@ -64,6 +71,10 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, out: Path) ->
         parts.append(f"<h2>Table {name}</h2><p>Test accuracy (%): ours mean ± std over seeds (n runs) [paper]. "
                      f'<a href="table_{name}.csv">CSV</a> · <a href="table_{name}.md">Markdown</a> · '
                      f'<a href="table_{name}.tex">LaTeX</a></p>{table["html"]}')
+    if not claims.empty:
+        parts.append('<h2>The paper\'s claims</h2><p>Verdict "holds": the paper\'s direction beyond two standard '
+                     'errors over seeds. <a href="claims.csv">CSV</a> · <a href="claims.md">Markdown</a></p>'
+                     + claims.drop(columns=["paper"]).to_html(border=0, index=False, float_format="%.3g"))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
             "td,th{padding:3px 6px;border-bottom:1px solid #ddd}figure{display:inline-block;margin:8px}</style>"
