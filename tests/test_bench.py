@@ -35,11 +35,13 @@ def test_grid_covers_the_decay_space_bounds():
 def test_replayed_gp_starts_from_the_seed_points_and_finds_a_narrow_peak():
     peak = 0.71
     response = {d: 1.0 - abs(d - peak) for d in decay_search.GRID}
-    # The seed points (cell midpoints 0.14, 0.32, 0.5, 0.68, 0.86) are proposed first, snapped to the grid.
-    assert decay_search.trials_to_best(response, 0, {0.49}, budget=5) == 3
-    found = decay_search.trials_to_best(response, 0, {peak}, budget=46)
+    proposed = decay_search.gp_proposals(response, 0, budget=20)
+    # The seed points (cell midpoints 0.14, 0.32, 0.5, 0.68, 0.86) come first, snapped to the grid.
+    assert proposed[:5] == [decay_search.snap(d) for d in (0.14, 0.32, 0.50, 0.68, 0.86)]
+    assert len(proposed) == 20 and set(proposed) <= set(decay_search.GRID)
+    found = decay_search.first_hit(proposed, {peak})
     assert found is not None and 5 < found <= 15
-    assert decay_search.trials_to_best(response, 0, {peak}, budget=5) is None
+    assert decay_search.first_hit(proposed[:5], {peak}) is None
 
 
 def test_mean_response_needs_every_grid_point(tmp_path):
