@@ -6,6 +6,8 @@ then fails ("trial has already finished"). So finished trials are exported from 
 each (found again by their `trial_id` attribute after a restart).
 """
 
+import logging
+
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
@@ -13,12 +15,17 @@ from ray import tune
 
 from trainables import run_fields
 
+logger = logging.getLogger(__name__)
+
 
 def distributions(space) -> dict:
+    """Optuna distributions of the searched fields; a grid's choices include the values that
+    `include` configurations give the same field (e.g. method: ann beside a grid of ticket methods)."""
     result = {}
     for name, parameter in space.searched.items():
         if parameter.type in ("grid", "choice"):
-            result[name] = CategoricalDistribution(parameter.values)
+            extra = [extra[name] for extra in space.include if name in extra]
+            result[name] = CategoricalDistribution(list(dict.fromkeys([*parameter.values, *extra])))
         elif parameter.type == "int":
             result[name] = IntDistribution(parameter.low, parameter.high)
         else:
@@ -47,6 +54,13 @@ class OptunaStudyExport(tune.Callback):
         return self._study
 
     def _export(self, trial, state: TrialState) -> None:
+        # A copy for optuna-dashboard: if it cannot take a trial, say so, but never fail the trial.
+        try:
+            self._add(trial, state)
+        except Exception as err:  # noqa: BLE001
+            logger.warning("optuna-dashboard export of trial %s skipped: %s", trial.trial_id, err)
+
+    def _add(self, trial, state: TrialState) -> None:
         if any(t.user_attrs.get("trial_id") == trial.trial_id for t in self.study.get_trials(deepcopy=False)):
             return
         result = trial.last_result or {}

@@ -1,0 +1,33 @@
+"""sweep.study: a sweep's trials exported to an Optuna study for optuna-dashboard."""
+
+import logging
+from types import SimpleNamespace
+
+import optuna
+
+from sweep.space import load_space
+from sweep.study import OptunaStudyExport, distributions
+
+
+def _trial(trial_id, variant, accuracy=0.5):
+    return SimpleNamespace(trial_id=trial_id, config={"model": "vgg9", "variant": variant},
+                           last_result={"accuracy": accuracy, "full_budget": True, "epoch": 4})
+
+
+def test_grid_choices_include_the_dense_baselines_of_include():
+    space, _ = load_space("pruning_ratio", "cpu")
+    assert distributions(space)["method"].choices == ("lt", "slt", "mplt", "mpslt", "ann", "snn")
+
+
+def test_dense_baseline_trials_are_exported_and_a_bad_one_never_fails_the_trial(tmp_path, caplog):
+    space, _ = load_space("pruning_ratio", "cpu")
+    export = OptunaStudyExport(f"sqlite:///{tmp_path / 'optuna.db'}", "pruning_ratio-cpu-1", space)
+    export.on_trial_complete(0, [], _trial("a", {"method": "ann", "seed": 0}, 0.34))
+    export.on_trial_complete(0, [], _trial("b", {"method": "mpslt", "p": 0.5, "seed": 0}, 0.29))
+    with caplog.at_level(logging.WARNING, logger="sweep.study"):
+        export.on_trial_complete(0, [], _trial("c", {"method": "resnet-only", "seed": 0}))
+    assert "optuna-dashboard export of trial c skipped" in caplog.text
+    export.on_trial_complete(0, [], _trial("a", {"method": "ann", "seed": 0}, 0.34))  # once per trial
+    trials = optuna.load_study(study_name="pruning_ratio-cpu-1", storage=export.storage).trials
+    assert [(t.params, t.values, t.user_attrs["trial_id"]) for t in trials] == [
+        ({"method": "ann"}, [0.34], "a"), ({"method": "mpslt", "p": 0.5}, [0.29], "b")]
