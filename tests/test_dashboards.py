@@ -147,6 +147,18 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
     assert "\\begin{tabular}" in (tmp_path / "table_III.tex").read_text()
 
 
+def test_table_ii_uses_the_papers_q_where_the_sweep_ran_it():
+    from dashboards.tables import paper_table
+
+    rows = [{"method": "multisp-slt", "p": 0.4, "q": q, "seed": seed, "dataset": "cifar10", "model": "spikformer-tiny",
+             "run_status": "FINISHED", "full_budget": True, "accuracy": 0.3 + q / 10}
+            for q in (0.0, 0.3, 0.6) for seed in range(2)]
+    cell = paper_table(pd.DataFrame(rows), "II").query("method == 'multisp-slt' and model == 'spikformer-tiny' and dataset == 'cifar10'")
+    assert cell["q"].item() == 0.3 and cell["mean"].item() == pytest.approx(33.0) and cell["n"].item() == 2
+    without = pd.DataFrame([r for r in rows if r["q"] != 0.3])  # no q = 0.3 runs: the tie nearest 0.5
+    assert paper_table(without, "II").query("method == 'multisp-slt'")["q"].iloc[0] == 0.6
+
+
 def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_path, capsys):
     uri, parent, _ = store
     out = tmp_path / "report"
