@@ -21,8 +21,8 @@ def main(argv=None) -> None:
     print()
     decay_search.main(["--searches", "2"] if args.quick else [])
     print()
-    sweep_budget.main(["--set", "base.epochs=2", "--set", "searched.decay.values=[0.3,0.5,0.7]",
-                       "--set", "scheduler.grace_period=1"] if args.quick else [])
+    sweep_budget.main(["--set", "base.epochs=2", "--set", "searched.decay.values=[0.3,0.5,0.7]"]
+                      if args.quick else [])
 
 
 if __name__ == "__main__":

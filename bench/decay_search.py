@@ -35,7 +35,7 @@ def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
 
     torch.set_num_threads(1)  # one sweep trial's share of the machine (resources.cpu = 1)
     space, _ = load_space("decay_rate", "demo")
-    base = {k: v for k, v in space.base.items()}
+    base = dict(space.base)
     data = load_dataset(base["dataset"], base.get("data_dir"), frames=base["T"], image_size=base.get("image_size"))
     done = {(float(r["decay"]), int(r["seed"])) for r in _rows(path)}
     path.parent.mkdir(parents=True, exist_ok=True)

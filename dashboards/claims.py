@@ -17,6 +17,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from dashboards.figures import comparable
+from dashboards.runs import at
+from slt.methods import METHODS
 
 # (claim, spiking ticket, spiking dense, ANN ticket, ANN dense, the ratio the tickets are indexed by)
 DROP_PAIRS = [
@@ -50,9 +52,8 @@ def _by_seed(rows: pd.DataFrame) -> pd.Series:
     return rows.groupby("seed")["accuracy"].mean()
 
 
-def drop_rows(runs: pd.DataFrame) -> list[dict]:
+def drop_rows(done: pd.DataFrame) -> list[dict]:
     """Reward 1/2: per seed, (ANN dense - ANN ticket) - (SNN dense - spiking ticket); > 0 is the paper's claim."""
-    done = comparable(runs)
     rows = []
     for claim, s_ticket, s_dense, a_ticket, a_dense, ratio in DROP_PAIRS:
         dense_s, dense_a = _by_seed(done[done["method"] == s_dense]), _by_seed(done[done["method"] == a_dense])
@@ -61,9 +62,8 @@ def drop_rows(runs: pd.DataFrame) -> list[dict]:
             continue
         levels = sorted(set(tickets_s[ratio]) & set(tickets_a[ratio])) if ratio else [None]
         for level in levels:
-            pick = (lambda rows: rows[rows[ratio].sub(level).abs() < 1e-9]) if ratio else (lambda rows: rows)
-            spiking_drop = dense_s - _by_seed(pick(tickets_s))
-            ann_drop = dense_a - _by_seed(pick(tickets_a))
+            spiking_drop = dense_s - _by_seed(at(tickets_s, ratio, level) if ratio else tickets_s)
+            ann_drop = dense_a - _by_seed(at(tickets_a, ratio, level) if ratio else tickets_a)
             advantage = (ann_drop - spiking_drop).dropna()  # seeds present in all four
             s, a, d = _stats(100 * spiking_drop), _stats(100 * ann_drop), _stats(100 * advantage)
             setting = f"{s_ticket} vs {a_ticket}" + (f", {ratio}={level:g}" if ratio else "")
@@ -76,9 +76,8 @@ def drop_rows(runs: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def timestep_rows(runs: pd.DataFrame) -> list[dict]:
-    done = comparable(runs)
-    if "T" not in done or done["T"].nunique() < 2 or not done["method"].map(_spiking).all():
+def timestep_rows(done: pd.DataFrame) -> list[dict]:
+    if "T" not in done or done["T"].nunique() < 2 or not done["method"].map(lambda m: METHODS[m].spiking).all():
         return []
     per_t = done.groupby("T")["accuracy"].agg(["mean", "std", "count"])
     means = " · ".join(f"T={t}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for t, r in per_t.iterrows())
@@ -91,12 +90,10 @@ def timestep_rows(runs: pd.DataFrame) -> list[dict]:
              "n": len(done), "paper": "accuracy grows with T", "verdict": holds}]
 
 
-def decay_rows(runs: pd.DataFrame) -> list[dict]:
-    done = comparable(runs)
+def decay_rows(done: pd.DataFrame) -> list[dict]:
     if "decay" not in done or done["decay"].nunique() < 5:
         return []
-    ordered = done.sort_values("decay")
-    per_decay = ordered.groupby("decay")["accuracy"].mean()
+    per_decay = done.groupby("decay")["accuracy"].mean()  # sorted by λ
     best = per_decay.idxmax()
     low_end, high_end = per_decay.iloc[:2].mean(), per_decay.iloc[-2:].mean()
     rise, fall = per_decay.max() - low_end, per_decay.max() - high_end
@@ -110,19 +107,18 @@ def decay_rows(runs: pd.DataFrame) -> list[dict]:
              "verdict": "holds" if interior and min(rise, fall) > 0 else "does not hold"}]
 
 
-def energy_rows(runs: pd.DataFrame) -> list[dict]:
-    done = comparable(runs)
+def energy_rows(done: pd.DataFrame) -> list[dict]:
     if "energy_mj" not in done:
         return []
     per_method = {m: _stats(done[done["method"] == m]["energy_mj"]) for m in ("ann", "snn", "mpslt")}
     if any(per_method[m]["n"] == 0 for m in per_method):
         return []
-    p_values = sorted(done[done["method"] == "mpslt"]["p"].unique())
+    tickets = done[done["method"] == "mpslt"]
+    snn, ann = per_method["snn"], per_method["ann"]
     rows = []
-    for p in p_values:
-        ticket = done[(done["method"] == "mpslt") & (done["p"].sub(p).abs() < 1e-9)]
+    for p in sorted(tickets["p"].unique()):
+        ticket = at(tickets, "p", p)
         mj, sparse = _stats(ticket["energy_mj"]), _stats(ticket["energy_mj_sparse"])
-        snn, ann = per_method["snn"], per_method["ann"]
         rows.append({"claim": "energy per image", "setting": f"mpslt p={p:g}",
                      "measured": f"mJ per image: ANN {ann['mean']:.4f}, dense SNN {snn['mean']:.4f} ± "
                                  f"{snn['std']:.4f}, MPSLT {mj['mean']:.4f} ± {mj['std']:.4f} "
@@ -136,15 +132,10 @@ def energy_rows(runs: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _spiking(method: str) -> bool:
-    from slt.methods import METHODS
-
-    return METHODS[method].spiking
-
-
 def claim_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every check the runs allow, one row per (claim, setting)."""
-    rows = drop_rows(runs) + timestep_rows(runs) + decay_rows(runs) + energy_rows(runs)
+    """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count."""
+    done = comparable(runs)
+    rows = drop_rows(done) + timestep_rows(done) + decay_rows(done) + energy_rows(done)
     return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "paper",
                                        "verdict"])
 

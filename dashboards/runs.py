@@ -21,6 +21,11 @@ def _typed(name: str, values: pd.Series) -> pd.Series:
     return values.replace({"None": None})
 
 
+def at(rows: pd.DataFrame, column: str, value: float) -> pd.DataFrame:
+    """The rows whose numeric `column` equals `value` (with a tolerance: params come back from MLflow as text)."""
+    return rows[rows[column].sub(value).abs() < 1e-9]
+
+
 def parent_run(client: MlflowClient, experiment: str, parent_run_id: str | None = None):
     """The sweep's parent run: the given one, else the latest parent in the experiment."""
     found = client.get_experiment_by_name(experiment)

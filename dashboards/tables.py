@@ -8,6 +8,8 @@ import math
 
 import pandas as pd
 
+from dashboards.runs import at
+
 DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "dvs128-gesture": "DVS128 Gesture",
             "cifar10-dvs": "CIFAR10-DVS"}
 
@@ -71,10 +73,10 @@ def paper_table(runs: pd.DataFrame, table: str, *, p: float | None = None, q: fl
         used_p = used_q = None
         if method not in ("ann", "snn"):
             used_p = p if p is not None else _pick_ratio(mine["p"], preferred.get("p"))
-            mine = mine[mine["p"].sub(used_p).abs() < 1e-9] if used_p is not None else mine
+            mine = at(mine, "p", used_p) if used_p is not None else mine
         if method.startswith("multisp"):
             used_q = q if q is not None else _pick_ratio(mine["q"], preferred.get("q"))
-            mine = mine[mine["q"].sub(used_q).abs() < 1e-9] if used_q is not None else mine
+            mine = at(mine, "q", used_q) if used_q is not None else mine
         for (dataset, model), paper_value in zip(_columns(table), paper):
             cell = 100 * mine[(mine["dataset"] == dataset) & (mine["model"] == model)]["accuracy"]
             rows.append({"table": table, "row": label, "method": method, "dataset": dataset, "model": model,
