@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runrecord import ACCURACY, run_fields
+
 SPACE_FILE = Path(__file__).with_name("sweep_budget.yaml")
 
 
@@ -38,8 +40,8 @@ def run_measured(space, info, scratch: Path, reuse_actors: bool = True) -> dict:
 def best_full_budget(finals: list[dict], budget: int) -> tuple[float, float]:
     """(accuracy, λ) of the best trial that ran all `budget` epochs."""
     full = [m for m in finals if m.get("training_iteration") == budget]
-    best = max(full, key=lambda m: m["accuracy"])
-    return best["accuracy"], best["config"]["variant"]["decay"]
+    best = max(full, key=lambda m: m[ACCURACY])
+    return best[ACCURACY], run_fields(best["config"])["decay"]
 
 
 def main(argv=None) -> None:

@@ -16,8 +16,8 @@ import math
 import pandas as pd
 from scipy.stats import spearmanr
 
-from dashboards.figures import comparable
 from dashboards.runs import at
+from runrecord import ACCURACY, comparable
 from slt.methods import METHODS
 
 # (claim, spiking ticket, spiking dense, ANN ticket, ANN dense, the ratio the tickets are indexed by)
@@ -49,7 +49,7 @@ def _stats(values: pd.Series) -> dict:
 
 
 def _by_seed(rows: pd.DataFrame) -> pd.Series:
-    return rows.groupby("seed")["accuracy"].mean()
+    return rows.groupby("seed")[ACCURACY].mean()
 
 
 def drop_rows(done: pd.DataFrame) -> list[dict]:
@@ -79,9 +79,9 @@ def drop_rows(done: pd.DataFrame) -> list[dict]:
 def timestep_rows(done: pd.DataFrame) -> list[dict]:
     if "T" not in done or done["T"].nunique() < 2 or not done["method"].map(lambda m: METHODS[m].spiking).all():
         return []
-    per_t = done.groupby("T")["accuracy"].agg(["mean", "std", "count"])
+    per_t = done.groupby("T")[ACCURACY].agg(["mean", "std", "count"])
     means = " · ".join(f"T={t}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for t, r in per_t.iterrows())
-    rho, pvalue = spearmanr(done["T"], done["accuracy"])
+    rho, pvalue = spearmanr(done["T"], done[ACCURACY])
     increasing = bool((per_t["mean"].diff().dropna() > 0).all())
     holds = "holds" if rho > 0 and pvalue < 0.05 else ("does not hold" if rho < 0 and pvalue < 0.05 else "within noise")
     return [{"claim": "accuracy grows with T", "setting": f"{', '.join(sorted(done['method'].unique()))}",
@@ -93,7 +93,7 @@ def timestep_rows(done: pd.DataFrame) -> list[dict]:
 def decay_rows(done: pd.DataFrame) -> list[dict]:
     if "decay" not in done or done["decay"].nunique() < 5:
         return []
-    per_decay = done.groupby("decay")["accuracy"].mean()  # sorted by λ
+    per_decay = done.groupby("decay")[ACCURACY].mean()  # sorted by λ
     best = per_decay.idxmax()
     low_end, high_end = per_decay.iloc[:2].mean(), per_decay.iloc[-2:].mean()
     rise, fall = per_decay.max() - low_end, per_decay.max() - high_end

@@ -20,10 +20,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from runrecord import ACCURACY, comparable, finished_full_budget
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
-ACCURACY = "test accuracy (fraction correct)"
+ACCURACY_AXIS = "test accuracy (fraction correct)"
 ENERGY = "energy per image (mJ)"
 AXES = {  # swept run-config column -> axis label
     "p": "weight pruning ratio p (fraction of weights pruned)",
@@ -111,14 +112,6 @@ class Spec:
 
 # ---- aggregation (public: the tests check it against pandas) ----------------------------------------
 
-def comparable(runs: pd.DataFrame) -> pd.DataFrame:
-    """Finished, full-budget runs with an accuracy: the only ones whose values can be compared."""
-    if "accuracy" not in runs:  # no trial has reported yet
-        return runs.iloc[:0]
-    keep = (runs["run_status"] == "FINISHED") & runs["full_budget"].astype(bool) & runs["accuracy"].notna()
-    return runs[keep]
-
-
 def series_columns(runs: pd.DataFrame, x: str) -> list[str]:
     """What splits the lines of a curve over `x`: the method, model/dataset where they vary, and other
     swept columns with few values (a grid); swept columns with more values are averaged over."""
@@ -127,7 +120,7 @@ def series_columns(runs: pd.DataFrame, x: str) -> list[str]:
     return [*identity, "method", *grid]
 
 
-def curve_data(runs: pd.DataFrame, x: str, y: str = "accuracy", by: list[str] | None = None) -> pd.DataFrame:
+def curve_data(runs: pd.DataFrame, x: str, y: str = ACCURACY, by: list[str] | None = None) -> pd.DataFrame:
     """Mean, std (ddof 1; NaN for a single run) and n of `y` per series and `x`, over comparable runs.
 
     Columns: the series columns (default `series_columns`), `x`, mean, std, n; sorted by series then x.
@@ -139,7 +132,7 @@ def curve_data(runs: pd.DataFrame, x: str, y: str = "accuracy", by: list[str] | 
 
 
 def heatmap_data(runs: pd.DataFrame, x: str = "p", y: str = "q",
-                 value: str = "accuracy") -> tuple[pd.DataFrame, pd.DataFrame]:
+                 value: str = ACCURACY) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean of `value` and run count per (y, x) cell over comparable runs: two pivots, rows y, columns x."""
     grouped = comparable(runs).groupby([y, x])[value]
     return grouped.mean().unstack(x), grouped.count().unstack(x)
@@ -204,7 +197,7 @@ def _curve_layers(rows: pd.DataFrame, x: str, baseline, colors: dict[str, str]) 
     ident = [c for c in IDENTITY if _varies(base, c)] + ["method"]
     for keys, group in (base.groupby(ident, sort=True) if len(base) else []):
         label = _label(dict(zip(ident, keys))) + " (no " + x + ")"
-        values = group["accuracy"]
+        values = group[ACCURACY]
         layers.append(Baseline(label, colors.get(keys[-1], "#555555"), span, float(values.mean()),
                                float(values.std()), len(values)))
     return layers, unfixed
@@ -224,7 +217,7 @@ def _curve_spec(rows: pd.DataFrame, x: str, colors: dict[str, str]) -> Spec | No
     if not _varies(rows[~_is_baseline(rows, baseline)], x):
         return None
     layers, unfixed = _curve_layers(rows, x, baseline, colors)
-    return Spec(f"accuracy_vs_{x}", title + _not_fixed(unfixed), AXES[x], ACCURACY, layers)
+    return Spec(f"accuracy_vs_{x}", title + _not_fixed(unfixed), AXES[x], ACCURACY_AXIS, layers)
 
 
 def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) -> Spec | None:
@@ -234,7 +227,7 @@ def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) ->
     layers, unfixed = _curve_layers(rows, "decay", lambda m: False, colors)
     curves = [layer for layer in layers if isinstance(layer, Curve)]
     layers.append(Points("sampled λ (colour: trial order)", "#444444", rows["decay"].to_numpy(float),
-                         rows["accuracy"].to_numpy(float), [_run_hover(r, ("accuracy",)) for _, r in rows.iterrows()],
+                         rows[ACCURACY].to_numpy(float), [_run_hover(r, (ACCURACY,)) for _, r in rows.iterrows()],
                          values=order.loc[rows.index].to_numpy(float), values_title="trial (order sampled)"))
     for curve in curves:
         best = int(np.nanargmax(curve.mean))
@@ -242,7 +235,7 @@ def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) ->
         layers.append(Optimum(f"optimum, {curve.label}", float(curve.x[best]), float(curve.mean[best]),
                               f"optimum λ = {curve.x[best]:.3g}<br>accuracy = {curve.mean[best]:.4f}{n}"))
     title = "Accuracy vs membrane decay rate λ" + _not_fixed(unfixed)
-    return Spec("accuracy_vs_decay", title, AXES["decay"], ACCURACY, layers)
+    return Spec("accuracy_vs_decay", title, AXES["decay"], ACCURACY_AXIS, layers)
 
 
 def _balance_specs(rows: pd.DataFrame) -> list[Spec]:
@@ -253,26 +246,26 @@ def _balance_specs(rows: pd.DataFrame) -> list[Spec]:
         name = "balance_pq" if len(methods) == 1 else f"balance_pq_{method}"
         specs.append(Spec(name, f"Balance of p and q: mean accuracy of {method}", AXES["p"], AXES["q"],
                           [Heatmap(list(mean.columns), list(mean.index), mean.to_numpy(float),
-                                   n.fillna(0).to_numpy(int), "mean " + ACCURACY)]))
+                                   n.fillna(0).to_numpy(int), "mean " + ACCURACY_AXIS)]))
     return specs
 
 
 def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
     if pareto is None or "energy_mj" not in pareto or "is_pareto" not in pareto:
         return None
-    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[["accuracy", "energy_mj"]].notna().all(axis=1)]
+    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[[ACCURACY, "energy_mj"]].notna().all(axis=1)]
     if done.empty:
         return None
-    full = done["full_budget"].astype(bool)
+    full = finished_full_budget(done)
     front = done[full & done["is_pareto"].astype(bool)].sort_values("energy_mj")
     dominated = done[full & ~done["is_pareto"].astype(bool)]
     stopped = done[~full]
 
     def hover(frame):
-        return [_run_hover(r, ("accuracy", "energy_mj")) for _, r in frame.iterrows()]
+        return [_run_hover(r, (ACCURACY, "energy_mj")) for _, r in frame.iterrows()]
 
     def xy(frame):
-        return frame["energy_mj"].to_numpy(float), frame["accuracy"].to_numpy(float)
+        return frame["energy_mj"].to_numpy(float), frame[ACCURACY].to_numpy(float)
 
     layers = [Points(f"dominated (full budget, {len(dominated)})", PALETTE[0], *xy(dominated), hover(dominated)),
               Front(f"Pareto front ({len(front)})", PALETTE[3], *xy(front), hover(front))]
@@ -280,7 +273,7 @@ def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
         layers.insert(0, Points(f"early-stopped: partial budget, not comparable, never on the front ({len(stopped)})",
                                 "#999999", *xy(stopped), hover(stopped), faint=True, marker="x"))
     ranked = f" (ranked on {done['ranked_on'].iloc[0]})" if "ranked_on" in done else ""
-    return Spec("pareto_accuracy_energy", "Accuracy vs energy per image: Pareto front" + ranked, ENERGY, ACCURACY,
+    return Spec("pareto_accuracy_energy", "Accuracy vs energy per image: Pareto front" + ranked, ENERGY, ACCURACY_AXIS,
                 layers)
 
 

@@ -4,13 +4,13 @@ import moocore
 import numpy as np
 import pandas as pd
 
+from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
 from slt.errors import InputError
 
-DEFAULT_OBJECTIVES = "accuracy:max,energy_mj:min"
 
 
 def parse_objectives(text: str, columns) -> list[tuple[str, str]]:
-    """'accuracy:max,energy_mj:min' -> [('accuracy', 'max'), ('energy_mj', 'min')], checked against `columns`."""
+    """'test_accuracy:max,energy_mj:min' -> [('test_accuracy', 'max'), ('energy_mj', 'min')], checked against `columns`."""
     result = []
     for item in text.split(","):
         name, _, mode = item.strip().partition(":")
@@ -20,7 +20,8 @@ def parse_objectives(text: str, columns) -> list[tuple[str, str]]:
             raise InputError("objectives", f"no metric {name!r} in the runs; metrics: {', '.join(sorted(columns))}")
         result.append((name, mode))
     if len(result) < 2:
-        raise InputError("objectives", "a Pareto front needs at least two objectives, e.g. " + DEFAULT_OBJECTIVES)
+        raise InputError("objectives", "a Pareto front needs at least two objectives, e.g. "
+                         + objectives_text(PARETO_OBJECTIVES))
     return result
 
 
@@ -36,7 +37,7 @@ def pareto_table(runs: pd.DataFrame, objectives: list[tuple[str, str]], *,
     names = [name for name, _ in objectives]
     eligible = (table["run_status"] == "FINISHED") & table[names].notna().all(axis=1)
     if not include_early_stopped:
-        eligible &= table["full_budget"]
+        eligible &= finished_full_budget(table)
     table["ranked_on"] = "full budget only" if not include_early_stopped else "all finished runs"
     table["duplicate_of"] = None
     table["is_pareto"] = False

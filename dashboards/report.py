@@ -12,9 +12,8 @@ from dashboards.figures import write_figures
 from dashboards.pareto import pareto_table
 from dashboards.runs import load_runs
 from dashboards.tables import write_tables
+from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
 from slt.errors import InputError
-
-PARETO_OBJECTIVES = [("accuracy", "max"), ("energy_mj", "min")]
 
 
 def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
@@ -48,7 +47,7 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
 
 
 def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: Path) -> str:
-    finished = int(((runs["run_status"] == "FINISHED") & runs["full_budget"]).sum())
+    finished = int(finished_full_budget(runs).sum())
     parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
              f"<p>Experiment <code>{html.escape(experiment)}</code>, parent run <code>{parent.info.run_id}</code>; "
              f"{len(runs)} trials, {finished} finished with their full budget, "
@@ -56,7 +55,7 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if pareto is not None:
-        parts.append(f'<li><a href="pareto.csv">pareto.csv</a> (accuracy max, energy_mj min; '
+        parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(PARETO_OBJECTIVES)}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]})</li>')
     parts.append("</ul><h2>Figures</h2>")
     for figure in figures:

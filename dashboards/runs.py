@@ -5,10 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from slt.config import TrainConfig
 from slt.errors import InputError
-from sweep.tracking import PARENT_TAG
-
-BOOLEAN_TAGS = ("full_budget", "early_stopped")
-TEXT_TAGS = ("status", "reason", "trial_id")
+from runrecord import BOOLEAN_TAGS, LEGACY_METRICS, PARENT_TAG, RUN_FIELDS, TEXT_TAGS, TRIAL_TAG
 
 
 def _typed(name: str, values: pd.Series) -> pd.Series:
@@ -50,15 +47,15 @@ def load_runs(experiment: str, tracking_uri: str, parent_run_id: str | None = No
     rows = []
     for run in children:
         row = {"run_id": run.info.run_id, "run_status": run.info.status}
-        row.update({f: run.data.params.get(f) for f in TrainConfig.model_fields})
-        row.update(run.data.metrics)
+        row.update({f: run.data.params.get(f) for f in RUN_FIELDS})
+        row.update({LEGACY_METRICS.get(k, k): v for k, v in run.data.metrics.items()})
         row.update({t: run.data.tags.get(t) for t in TEXT_TAGS + BOOLEAN_TAGS})
         rows.append(row)
-    columns = ["run_id", "run_status", *TrainConfig.model_fields, *TEXT_TAGS, *BOOLEAN_TAGS]
+    columns = ["run_id", "run_status", *RUN_FIELDS, *TEXT_TAGS, *BOOLEAN_TAGS]
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=[*columns, *sorted(c for c in frame.columns if c not in columns)])
-    for name in TrainConfig.model_fields:
+    for name in RUN_FIELDS:
         frame[name] = _typed(name, frame[name])
     for tag in BOOLEAN_TAGS:
         frame[tag] = frame[tag].map({"true": True, "false": False}).fillna(False).astype(bool)
-    return frame.sort_values("trial_id", ignore_index=True), parent
+    return frame.sort_values(TRIAL_TAG, ignore_index=True), parent

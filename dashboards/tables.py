@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from dashboards.runs import at
+from runrecord import ACCURACY, comparable
 
 DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "dvs128-gesture": "DVS128 Gesture",
             "cifar10-dvs": "CIFAR10-DVS"}
@@ -66,7 +67,7 @@ def paper_table(runs: pd.DataFrame, table: str, *, p: float | None = None, q: fl
     likewise (Table II: p = 0.4, q = 0.3); the p and q used are columns of the result.
     """
     preferred = TABLES[table].get("ratios", {})
-    done = runs[(runs["run_status"] == "FINISHED") & runs["full_budget"] & runs["accuracy"].notna()]
+    done = comparable(runs)
     rows = []
     for label, method, paper in TABLES[table]["rows"]:
         mine = done[done["method"] == method]
@@ -78,7 +79,7 @@ def paper_table(runs: pd.DataFrame, table: str, *, p: float | None = None, q: fl
             used_q = q if q is not None else _pick_ratio(mine["q"], preferred.get("q"))
             mine = at(mine, "q", used_q) if used_q is not None else mine
         for (dataset, model), paper_value in zip(_columns(table), paper):
-            cell = 100 * mine[(mine["dataset"] == dataset) & (mine["model"] == model)]["accuracy"]
+            cell = 100 * mine[(mine["dataset"] == dataset) & (mine["model"] == model)][ACCURACY]
             rows.append({"table": table, "row": label, "method": method, "dataset": dataset, "model": model,
                          "n": len(cell), "mean": cell.mean() if len(cell) else math.nan,
                          "std": cell.std(ddof=1) if len(cell) > 1 else (0.0 if len(cell) else math.nan),

@@ -3,7 +3,7 @@
 Validation errors become one line naming the field and what is allowed (slt.errors.InputError).
 """
 
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,49 +15,70 @@ MODELS = ("vgg9", "resnet19", "spikformer-tiny", "spikformer-small")
 TRANSFORMERS = ("spikformer-tiny", "spikformer-small")
 
 
+def _field(default, help: str, allowed: str | None = None, **bounds):
+    """A run field: default, pydantic bounds, the help text, and (where the type and bounds do not say
+    it) the allowed values as shown in errors and --help."""
+    return Field(default=default, description=help, json_schema_extra={"allowed": allowed} if allowed else None,
+                 **bounds)
+
+
 class TrainConfig(BaseModel):
+    """Every field of a run: its type, bounds, allowed values and help text (the CLI and errors derive from it)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["vgg9", "resnet19", "spikformer-tiny", "spikformer-small"] = "vgg9"
-    method: str = "snn"
-    dataset: Literal["digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs"] = "digits"
-    data_dir: str | None = None
-    label_kind: Literal["fine", "coarse"] = "fine"  # CIFAR-100 labels
-    image_size: int | None = Field(default=None, ge=8)  # digits: upsampled size; events: resized frames
-    subset: int | None = Field(default=None, ge=1)  # first N per split, stratified
-    epochs: int = Field(default=2, ge=1)
-    T: int = Field(default=4, ge=1)
-    decay: float = Field(default=0.5, gt=0.0, lt=1.0)
-    width: float = Field(default=1.0, gt=0.0)
-    pool: Literal["max", "avg"] = "max"
-    # transformers: None = the preset (tiny: 12, 192, 3; small: 12, 384, 6)
-    depth: int | None = Field(default=None, ge=1)
-    embed_dim: int | None = Field(default=None, ge=8)
-    heads: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(default=2e-3, gt=0.0)
-    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=5e-4, ge=0.0)
-    schedule: Literal["cosine", "none"] = "cosine"
-    augment: bool = True
-    # tickets (methods lt, slt, mplt, mpslt)
-    p: float = Field(default=0.5, ge=0.0, lt=1.0)  # fraction of each prunable layer's weights pruned
-    weight_init: Literal["signed_constant", "kaiming_normal"] = "signed_constant"
-    dense_first: bool = False  # keep the first conv dense (trained normally)
-    dense_last: bool = False  # keep the classifier's last linear dense
-    global_threshold: bool = False  # one |score| threshold across layers instead of top-k per layer
-    finetune_epochs: int = Field(default=0, ge=0)  # after the search: freeze the mask, train kept weights
+    model: Literal[MODELS] = _field("vgg9", "architecture (spikformer-*: Spikformer-style transformer with ConvPEP, "
+                                            "DESIGN §3.2)")
+    method: Literal[tuple(METHODS)] = _field(
+        "snn", "what to train: " + "; ".join(f"{name} = {m.description}" for name, m in METHODS.items()))
+    dataset: Literal[DATASETS] = _field("digits", "dataset (digits is bundled; the others need --data-dir)")
+    data_dir: str | None = _field(None, "directory with the dataset's original files", "a directory path")
+    label_kind: Literal["fine", "coarse"] = _field("fine", "CIFAR-100 labels")
+    image_size: int | None = _field(None, "digits: upsampled size (default 32); event data: frames resized to this "
+                                          "size", ge=8)
+    subset: int | None = _field(None, "keep the first N examples of each split, stratified by class",
+                                "an integer >= 1 (images per split)", ge=1)
+    epochs: int = _field(2, "training epochs (tickets: epochs of the search; transformers' MultiSp: of Stage 1)",
+                         ge=1)
+    T: int = _field(4, "time steps of the SNN (ANN twins run 1)", ge=1)
+    decay: float = _field(0.5, "membrane decay λ of U[t] = λ·U[t-1] + I[t]", gt=0.0, lt=1.0)
+    width: float = _field(1.0, "channel width multiplier (CNNs; the transformers use --embed-dim)", gt=0.0)
+    pool: Literal["max", "avg"] = _field("max", "VGG-9 pooling")
+    depth: int | None = _field(None, "transformers: number of blocks; None = the preset's (12)",
+                               "an integer >= 1 (transformer blocks)", ge=1)
+    embed_dim: int | None = _field(None, "transformers: token width D; None = the preset's (192 tiny, 384 small)",
+                                   "an integer >= 8, a multiple of 8 and of heads", ge=8)
+    heads: int | None = _field(None, "transformers: attention heads; None = the preset's (3 tiny, 6 small)",
+                               "an integer >= 1 that divides embed_dim", ge=1)
+    batch_size: int = _field(64, "images per batch", ge=1)
+    optimizer: Literal["sgd", "adam"] = _field("adam", "optimiser (Adam is the paper's; SGD lr 0.1 the references')")
+    lr: float = _field(2e-3, "learning rate (cosine schedule: the initial one)", gt=0.0)
+    momentum: float = _field(0.9, "SGD momentum", ge=0.0, lt=1.0)
+    weight_decay: float = _field(5e-4, "weight decay", ge=0.0)
+    schedule: Literal["cosine", "none"] = _field("cosine", "learning-rate schedule, per phase")
+    augment: bool = _field(True, "random crop and flip of training batches (no flips for digits and gestures)")
+    # tickets (methods lt, slt, mplt, mpslt and the transformers' pepsp/multisp)
+    p: float = _field(0.5, "tickets: fraction of each prunable layer's weights pruned (k = 1 - p kept)",
+                      "a number in [0, 1) (fraction of weights pruned)", ge=0.0, lt=1.0)
+    weight_init: Literal["signed_constant", "kaiming_normal"] = _field(
+        "signed_constant", "tickets: init of the frozen random weights")
+    dense_first: bool = _field(False, "tickets: keep the first conv dense and trained")
+    dense_last: bool = _field(False, "tickets: keep the last linear dense and trained")
+    global_threshold: bool = _field(False, "tickets: one |score| threshold across all layers (default: exact top-k "
+                                           "per layer)")
+    finetune_epochs: int = _field(0, "tickets: epochs training the kept weights with the mask frozen, after the "
+                                     "search", ge=0)
     # patch pruning (multisp-lt, multisp-slt): Stage 2 after the PEPSp search
-    q: float = Field(default=0.3, ge=0.0, lt=1.0)  # fraction of tokens pruned per sample
-    patch_epochs: int = Field(default=1, ge=1)  # epochs of Stage 2
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    q: float = _field(0.3, "multisp: fraction of tokens pruned per sample in Stage 2 (keeps the top "
+                           "ceil((1-q)·N) by ConvPEP output magnitude)",
+                      "a number in [0, 1) (fraction of tokens pruned)", ge=0.0, lt=1.0)
+    patch_epochs: int = _field(1, "multisp: epochs of Stage 2 (ConvPEP frozen, blocks trained on the kept tokens), "
+                                  "after --epochs of Stage 1 (PEPSp)", ge=1)
+    seed: int = _field(0, "seed of initialisation, shuffling and augmentation")
+    device: Literal["auto", "cpu", "cuda"] = _field("auto", "where to train")
 
     @model_validator(mode="after")
     def _check(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method: unknown method {self.method!r}; allowed: {', '.join(METHODS)}")
         transformer = self.model in TRANSFORMERS
         if self.method_info.transformer_only and not transformer:
             raise ValueError(f"method: {self.method} needs a transformer model; allowed: {', '.join(TRANSFORMERS)}")
@@ -92,39 +113,31 @@ class TrainConfig(BaseModel):
         return self.T if self.spiking else 1
 
 
-# What each constrained field allows, as shown in one-line errors.
-ALLOWED = {
-    "model": ", ".join(MODELS),
-    "dataset": ", ".join(DATASETS),
-    "label_kind": "fine, coarse",
-    "image_size": "an integer >= 8",
-    "subset": "an integer >= 1 (images per split)",
-    "epochs": "an integer >= 1",
-    "T": "an integer >= 1",
-    "decay": "a number in the open interval (0, 1)",
-    "width": "a number > 0",
-    "pool": "max, avg",
-    "depth": "an integer >= 1 (transformer blocks)",
-    "embed_dim": "an integer >= 8, a multiple of 8 and of heads",
-    "heads": "an integer >= 1 that divides embed_dim",
-    "batch_size": "an integer >= 1",
-    "optimizer": "sgd, adam",
-    "lr": "a number > 0",
-    "momentum": "a number in [0, 1)",
-    "weight_decay": "a number >= 0",
-    "schedule": "cosine, none",
-    "augment": "true, false",
-    "p": "a number in [0, 1) (fraction of weights pruned)",
-    "weight_init": "signed_constant, kaiming_normal",
-    "dense_first": "true, false",
-    "dense_last": "true, false",
-    "global_threshold": "true, false",
-    "finetune_epochs": "an integer >= 0",
-    "q": "a number in [0, 1) (fraction of tokens pruned)",
-    "patch_epochs": "an integer >= 1",
-    "seed": "an integer",
-    "device": "auto, cpu, cuda",
-}
+def _bounds(field) -> str:
+    """'an integer >= 1', 'a number in the open interval (0, 1)', ... from a field's type and pydantic bounds."""
+    kind = "an integer" if int in (field.annotation, *get_args(field.annotation)) else "a number"
+    bound = {name: getattr(m, name) for m in field.metadata for name in ("gt", "ge", "lt", "le") if hasattr(m, name)}
+    low = ("(", bound["gt"]) if "gt" in bound else ("[", bound["ge"]) if "ge" in bound else None
+    high = (")", bound["lt"]) if "lt" in bound else ("]", bound["le"]) if "le" in bound else None
+    if low and high:
+        interval = f"{low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        return f"{kind} in the open interval {interval}" if low[0] + high[0] == "()" else f"{kind} in {interval}"
+    if low:
+        return f"{kind} {'>' if low[0] == '(' else '>='} {low[1]:g}"
+    return kind
+
+
+def allowed(name: str) -> str:
+    """What field `name` allows, as shown in one-line errors and in --help."""
+    field = TrainConfig.model_fields[name]
+    if field.json_schema_extra:
+        return field.json_schema_extra["allowed"]
+    choices = [a for a in get_args(field.annotation) if a is not type(None)]
+    if get_origin(field.annotation) is Literal:
+        return ", ".join(map(str, choices))
+    if field.annotation is bool:
+        return "true, false"
+    return _bounds(field)
 
 
 def make_config(**values) -> TrainConfig:
@@ -139,5 +152,5 @@ def make_config(**values) -> TrainConfig:
         field = ".".join(str(part) for part in first["loc"])
         if first["type"] == "extra_forbidden":
             raise InputError(field, f"unknown field; allowed fields: {', '.join(TrainConfig.model_fields)}") from None
-        allowed = ALLOWED.get(field, first["msg"])
-        raise InputError(field, f"{first.get('input')!r} is not allowed; allowed: {allowed}") from None
+        text = allowed(field) if field in TrainConfig.model_fields else first["msg"]
+        raise InputError(field, f"{first.get('input')!r} is not allowed; allowed: {text}") from None

@@ -21,7 +21,7 @@ from slt.data import Dataset, DatasetInfo, Split, load_dataset
 from slt.data.pipeline import BatchPipeline, iterate_batches
 from slt.energy import measure_energy
 from slt.firing import FiringRates
-from slt.models import build_model
+from slt.models import build_model, count_parameters
 from slt.models.neurons import LIF
 from slt.tickets import make_ticket, sparsity_report, start_finetune
 from slt.tickets.patches import kept_tokens, start_patch_pruning
@@ -233,6 +233,10 @@ class TrainingRun:
         result = {
             "method": self.cfg.method,
             "time_steps": self.cfg.time_steps,
+            "total_epochs": self.total_epochs,
+            "params": count_parameters(self.model),
+            "train_size": len(self.train_split),
+            "test_size": len(self.test_split),
             "test_accuracy": last["test_accuracy"],
             "test_loss": last["test_loss"],
             "train_accuracy": last["train_accuracy"],

@@ -1,10 +1,12 @@
-"""Command line of the sweep scripts: python sweep/<experiment>.py [--profile demo|cpu|full] [...]."""
+"""Command line of the sweep scripts: python sweep/<experiment>.py [--profile demo|cpu|full] [...].
+
+The scripts run app.sweep.main, which runs the sweep (here) and then writes its report (dashboards/).
+"""
 
 import argparse
 import logging
-import sys
 
-from slt.errors import InputError
+from runrecord import run_fields
 from sweep.space import PROFILES, load_space
 
 
@@ -25,31 +27,17 @@ def build_parser(default_space: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(default_space: str, argv: list[str] | None = None) -> int:
-    args = build_parser(default_space).parse_args(argv)
+def run(args: argparse.Namespace):
+    """Validate and run (or resume) the sweep the arguments describe; returns (space, Tune results, record).
+    Bad input raises slt.errors.InputError before Ray starts."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (DB migrations) are not ours to show
-    try:
-        space, info = load_space(args.space, args.profile, args.overrides)
-        from sweep.engine import SweepOptions, run_sweep
+    space, info = load_space(args.space, args.profile, args.overrides)
+    from sweep.engine import SweepOptions, run_sweep
 
-        results, record = run_sweep(space, info, SweepOptions(
-            tracking_uri=args.tracking_uri, storage=args.storage, resume=args.resume, address=args.address,
-            verbose=0 if args.quiet else 1))
-    except InputError as err:
-        print(f"sweep: error: {err}", file=sys.stderr)
-        return 2
-    summarise(space, results, record)
-    if not args.no_report:
-        from pathlib import Path
-
-        from dashboards.report import write_report
-
-        report = write_report(space.name, record["tracking_uri"], Path(args.reports).resolve() / record["name"],
-                              record["parent_run_id"])
-        print(f"Pareto CSV:    {report['pareto_csv']}")
-        print(f"Report:        {report['index']} ({len(report['figures'])} figures; also in MLflow under report/)")
-    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
-    return 0
+    results, record = run_sweep(space, info, SweepOptions(
+        tracking_uri=args.tracking_uri, storage=args.storage, resume=args.resume, address=args.address,
+        verbose=0 if args.quiet else 1))
+    return space, results, record
 
 
 def summarise(space, results, record) -> None:
@@ -58,14 +46,8 @@ def summarise(space, results, record) -> None:
     if not space.multi_objective and len(failed) < len(results):
         objective = space.objectives[0]
         best = results.get_best_result(metric=objective.metric, mode=objective.mode)
-        from trainables import run_fields
-
         print(f"best {objective.metric} = {best.metrics[objective.metric]:.4f} with {run_fields(best.config)}")
     print(f"Tune results:  {record['sweep_dir']}")
     print(f"MLflow:        {record['tracking_uri']} (experiment {space.name!r}, parent run {record['parent_run_id']})")
     print(f"Optuna study:  {record['optuna_storage']} (study {record['name']!r}; "
           f"optuna-dashboard {record['optuna_storage']} --host 127.0.0.1)")
-
-
-if __name__ == "__main__":
-    sys.exit(main("decay_rate"))

@@ -1,22 +1,25 @@
 """The engine: a validated search space -> a Ray Tune Tuner (search algorithm, scheduler, MLflow, storage).
 
-Everything a user can get wrong is checked before Ray starts or any trial runs: the search space,
-profile and overrides, the data directory, the tracking server, the storage path.
+A sweep runs in four steps, read top to bottom in `run_sweep`: check every input (before Ray starts
+or any trial runs: the data directory, the tracking server, the storage path, what to resume), open
+or resume the parent run, build or restore the Tuner, and after Tune's fit finish the sweep.
 """
 
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import runrecord
+from slt.config import make_config
 from slt.data import load_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import OptunaStudyExport
-from sweep.tracking import (PARENT_TAG, MlflowSweepCallback, check_reachable, code_version, default_tracking_uri,
-                            experiment_id, write_json)
+from sweep.tracking import MlflowSweepCallback, check_reachable, close_lost_trials, experiment_id, sweep_tags, write_json
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 
@@ -33,6 +36,144 @@ class SweepOptions:
     reuse_actors: bool = True
 
 
+@dataclass
+class Sweep:
+    """What the steps of one sweep share: its checked inputs and, once opened, its record (sweep.json)."""
+
+    space: SearchSpace
+    info: dict  # the search-space file, hash, profile and overrides (sweep.space.load_space)
+    options: SweepOptions
+    base: dict  # the base run config, data_dir made absolute
+    tracking_uri: str
+    client: object  # MlflowClient
+    storage: Path
+    sweep_dir: Path
+    record: dict | None  # None until the parent run exists
+
+    @property
+    def tune_dir(self) -> Path:
+        return self.sweep_dir / "tune"
+
+    @property
+    def optuna_storage(self) -> str:
+        return runrecord.optuna_storage(self.tracking_uri, self.storage)
+
+
+# ---- the sweep, step by step --------------------------------------------------------------------------
+
+def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
+    """Check the inputs, then run (or resume) the sweep; returns Tune's ResultGrid and the sweep's record."""
+    started = time.perf_counter()
+    sweep = check_inputs(space, info, options)
+    open_parent_run(sweep)
+    start_ray(options)
+    tuner = build_or_restore_tuner(sweep)
+    fit_started = time.perf_counter()
+    results = tuner.fit()
+    return results, finish_sweep(sweep, results, started, fit_seconds=time.perf_counter() - fit_started)
+
+
+def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep:
+    """Everything a user can get wrong, checked in the driver before Ray starts; one-line errors."""
+    base = resolved_base(space)
+    check_data(base)
+    storage = Path(options.storage or "ray_results").expanduser().resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    prefix = f"{space.name}-{info['profile']}"
+    record = None
+    if options.resume:
+        sweep_dir = latest_sweep(storage, prefix)
+        if sweep_dir is None:
+            raise InputError("resume", f"no sweep {prefix}-* in {storage} to resume; run without --resume")
+        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    else:
+        sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    tracking_uri = options.tracking_uri or (record or {}).get("tracking_uri") or runrecord.default_tracking_uri()
+    client = check_reachable(tracking_uri)
+    return Sweep(space, info, options, base, tracking_uri, client, storage, sweep_dir, record)
+
+
+def open_parent_run(sweep: Sweep) -> None:
+    """A new sweep gets its parent run and sweep.json; a resumed one marks its parent RUNNING again."""
+    if sweep.record is not None:
+        sweep.client.update_run(sweep.record["parent_run_id"], status="RUNNING")
+        return
+    space = sweep.space
+    experiment = experiment_id(sweep.client, space.name)
+    parent = sweep.client.create_run(experiment, run_name=sweep.sweep_dir.name, tags={
+        **sweep_tags(sweep.sweep_dir.name, space.name, sweep.info), "overrides": " ".join(sweep.info["overrides"]),
+        "storage": str(sweep.sweep_dir), "algorithm": space.search.algorithm,
+        "sampler": space.search.sampler if space.search.algorithm == "optuna" else "",
+        "objectives": runrecord.objectives_text((o.metric, o.mode) for o in space.objectives),
+        "scheduler": space.scheduler.type})
+    sweep.client.log_param(parent.info.run_id, "num_samples", space.num_samples)
+    sweep.sweep_dir.mkdir(parents=True)
+    sweep.record = {"parent_run_id": parent.info.run_id, "experiment_id": experiment,
+                    "tracking_uri": sweep.tracking_uri, "space": sweep.info, "name": sweep.sweep_dir.name}
+    write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+
+
+def start_ray(options: SweepOptions) -> None:
+    """Join the given cluster, the one of `ray job submit`, or start a private Ray on this machine."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on loopback (DESIGN §7)
+    # Tune snapshots its experiment state at most every 10 s by default; trials started after the
+    # last snapshot are unknown to a resumed sweep. Once a second keeps that window small.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if options.address:
+        ray.init(address=options.address, log_to_driver=options.verbose > 0)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=options.verbose > 0)  # inside `ray job submit`: join that cluster
+    else:
+        ray.init(include_dashboard=False, log_to_driver=options.verbose > 0)
+
+
+def build_or_restore_tuner(sweep: Sweep):
+    """Tune's Tuner for the sweep: restored from its folder on --resume, else built from the space."""
+    from ray import tune
+
+    from trainables import train_ticket
+
+    space, record = sweep.space, sweep.record
+    callbacks = [MlflowSweepCallback(sweep.tracking_uri, record["experiment_id"], record["parent_run_id"],
+                                     sweep_tags(record["name"], space.name, sweep.info)),
+                 OptunaStudyExport(sweep.optuna_storage, record["name"], space)]
+    trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    if sweep.options.resume and tune.Tuner.can_restore(str(sweep.tune_dir)):
+        return tune.Tuner.restore(str(sweep.tune_dir), trainable=trainable, resume_errored=True)
+    single = None if space.multi_objective else space.objectives[0]
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space, sweep.base, progress_dir=str(sweep.sweep_dir / "progress")),
+        tune_config=tune.TuneConfig(
+            metric=single.metric if single else None, mode=single.mode if single else None,
+            num_samples=space.num_samples, search_alg=make_searcher(space),
+            scheduler=make_scheduler(space, max_budget(space, sweep.base)), reuse_actors=sweep.options.reuse_actors),
+        run_config=tune.RunConfig(
+            name=sweep.tune_dir.name, storage_path=str(sweep.sweep_dir), callbacks=callbacks,
+            verbose=sweep.options.verbose, failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
+
+
+def finish_sweep(sweep: Sweep, results, started: float, fit_seconds: float) -> dict:
+    """Close child runs Tune lost track of, log the sweep's totals on the parent and end it."""
+    parent_id = sweep.record["parent_run_id"]
+    close_lost_trials(sweep.client, sweep.record["experiment_id"], parent_id,
+                      {r.metrics.get("trial_id") for r in results})
+    sweep.client.log_metric(parent_id, "trials", len(results))
+    sweep.client.log_metric(parent_id, "failed_trials", sum(1 for r in results if r.error))
+    sweep.client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
+    sweep.client.set_terminated(parent_id, "FINISHED")
+    return {**sweep.record, "sweep_dir": str(sweep.sweep_dir), "tracking_uri": sweep.tracking_uri,
+            "optuna_storage": sweep.optuna_storage, "fit_seconds": fit_seconds}
+
+
+# ---- the pieces the steps use ----------------------------------------------------------------------
+
 def resolved_base(space: SearchSpace) -> dict:
     """The base run config with a data directory made absolute (trials run in other working dirs)."""
     base = dict(space.base)
@@ -47,9 +188,14 @@ def check_data(base: dict) -> None:
                  image_size=base.get("image_size"), label_kind=base.get("label_kind", "fine"), subset=1)
 
 
+def latest_sweep(storage: Path, prefix: str) -> Path | None:
+    candidates = sorted(p for p in storage.glob(f"{prefix}-*") if (p / SWEEP_FILE).is_file())
+    return candidates[-1] if candidates else None
+
+
 def grid_variants(space: SearchSpace) -> list[dict]:
     """Every configuration of the grid parameters plus `include`, each repeated over seeds 0..repeats-1."""
-    grids = {k: v.values for k, v in space.searched.items() if v.type == "grid"}
+    grids = {k: v.values for k, v in space.searched.items() if v.grid}
     combos = [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
     combos += [dict(extra) for extra in space.include]
     combos = combos or [{}]
@@ -58,27 +204,16 @@ def grid_variants(space: SearchSpace) -> list[dict]:
     return combos
 
 
-def param_space(space: SearchSpace, base: dict, trial_root: str | None = None) -> dict:
+def param_space(space: SearchSpace, base: dict, progress_dir: str | None = None) -> dict:
+    """Tune's param_space: the base config, the trainable's options, each searched parameter's Tune
+    domain, and the grid variants (grid values x seeds, with `include`) as one grid axis."""
     from ray import tune
 
     params = {**base, "checkpoint_every": space.checkpoint_every, "energy_batch": space.energy_batch,
-              "trial_root": trial_root}
-    for name, parameter in space.searched.items():
-        if parameter.type == "choice":
-            params[name] = tune.choice(parameter.values)
-        elif parameter.type == "uniform":
-            params[name] = tune.uniform(parameter.low, parameter.high)
-        elif parameter.type == "loguniform":
-            params[name] = tune.loguniform(parameter.low, parameter.high)
-        elif parameter.type == "int":
-            params[name] = tune.randint(parameter.low, parameter.high + 1)
+              "progress_dir": progress_dir}
+    params.update({name: p.to_tune() for name, p in space.searched.items() if not p.grid})
     variants = grid_variants(space)
-    if variants != [{}]:
-        for name in {key for variant in variants for key in variant}:
-            params.pop(name, None)
-        # One grid axis of whole variants (grid values x seeds), merged into the config by the trainable.
-        params["variant"] = tune.grid_search(variants)
-    return params
+    return params if variants == [{}] else runrecord.pack_variants(params, variants, tune.grid_search)
 
 
 def seed_points(space: SearchSpace) -> list[dict]:
@@ -86,7 +221,7 @@ def seed_points(space: SearchSpace) -> list[dict]:
     given = space.search.seed_points
     if isinstance(given, list):
         return given
-    continuous = [(k, v) for k, v in space.searched.items() if v.type in ("uniform", "loguniform")]
+    continuous = [(k, v) for k, v in space.searched.items() if v.continuous]
     if not given or len(continuous) != 1 or len(space.searched) != 1:
         return []
     name, parameter = continuous[0]
@@ -141,135 +276,8 @@ def make_scheduler(space: SearchSpace, max_epochs: int):
 
 def max_budget(space: SearchSpace, base: dict) -> int:
     """The most epochs any trial runs over all its phases (search, fine-tune, patch pruning): ASHA's max_t."""
-    from slt.config import make_config
     from slt.train import plan_phases
 
-    extremes = [{}] + grid_variants(space)
-    for name, parameter in space.searched.items():
-        if parameter.type in ("choice",):
-            extremes += [{name: value} for value in parameter.values]
-        elif parameter.type == "int":
-            extremes += [{name: parameter.high}]
+    extremes = [{}] + grid_variants(space) + [{name: value} for name, parameter in space.searched.items()
+                                              if not parameter.grid for value in parameter.probes()]
     return max(sum(phase.epochs for phase in plan_phases(make_config(**{**base, **extra}))) for extra in extremes)
-
-
-def latest_sweep(storage: Path, prefix: str) -> Path | None:
-    candidates = sorted(p for p in storage.glob(f"{prefix}-*") if (p / SWEEP_FILE).is_file())
-    return candidates[-1] if candidates else None
-
-
-def close_lost_trials(client, experiment: str, parent_id: str, trial_ids: set) -> None:
-    """Child runs still RUNNING after the sweep belong to trials a killed driver started after Tune's
-    last snapshot; the resumed sweep does not know them. Close them (nothing is deleted), saying why."""
-    from mlflow.entities import RunTag
-
-    running = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                                                              "attributes.status = 'RUNNING'", max_results=10000)
-    for run in running:
-        if run.data.tags.get("trial_id") in trial_ids:
-            continue
-        client.log_batch(run.info.run_id, tags=[
-            RunTag("status", "lost"), RunTag("full_budget", "false"), RunTag("early_stopped", "false"),
-            RunTag("reason", "the driver was killed before Tune recorded this trial; the resumed sweep ran "
-                             "another in its place")])
-        client.set_terminated(run.info.run_id, "KILLED")
-
-
-def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
-    """Validate the environment, then run (or resume) the sweep; returns Tune's ResultGrid."""
-    import json
-
-    started = time.perf_counter()
-    base = resolved_base(space)
-    check_data(base)
-    tracking_uri = options.tracking_uri or default_tracking_uri()
-    client = check_reachable(tracking_uri)
-    storage = Path(options.storage or "ray_results").expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    prefix = f"{space.name}-{info['profile']}"
-    if options.resume:
-        sweep_dir = latest_sweep(storage, prefix)
-        if sweep_dir is None:
-            raise InputError("resume", f"no sweep {prefix}-* in {storage} to resume; run without --resume")
-        record = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        tracking_uri = options.tracking_uri or record["tracking_uri"]
-        client = check_reachable(tracking_uri)
-    else:
-        sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-        record = None
-
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep a local Ray on loopback (DESIGN §7)
-    # Tune snapshots its experiment state at most every 10 s by default; trials started after the
-    # last snapshot are unknown to a resumed sweep. Once a second keeps that window small.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    import ray
-    from ray import tune
-
-    from trainables import train_ticket
-
-    experiment = experiment_id(client, space.name)
-    if record is None:
-        parent = client.create_run(experiment, run_name=sweep_dir.name, tags={
-            "sweep": sweep_dir.name, "search_space": space.name, "search_space_file": info["file"],
-            "search_space_sha256": info["sha256"], "profile": info["profile"], "code_version": code_version(),
-            "overrides": " ".join(info["overrides"]), "storage": str(sweep_dir), "algorithm": space.search.algorithm,
-            "sampler": space.search.sampler if space.search.algorithm == "optuna" else "",
-            "objectives": ",".join(f"{o.metric}:{o.mode}" for o in space.objectives),
-            "scheduler": space.scheduler.type})
-        parent_id = parent.info.run_id
-        client.log_param(parent_id, "num_samples", space.num_samples)
-        sweep_dir.mkdir(parents=True)
-        record = {"parent_run_id": parent_id, "experiment_id": experiment, "tracking_uri": tracking_uri,
-                  "space": info, "name": sweep_dir.name}
-        write_json(sweep_dir / SWEEP_FILE, record)
-    else:
-        parent_id = record["parent_run_id"]
-        client.update_run(parent_id, status="RUNNING")
-
-    if not ray.is_initialized():
-        if options.address:
-            ray.init(address=options.address, log_to_driver=options.verbose > 0)
-        elif os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=options.verbose > 0)  # inside `ray job submit`: join that cluster
-        else:
-            ray.init(include_dashboard=False, log_to_driver=options.verbose > 0)
-
-    tags = {"sweep": sweep_dir.name, "profile": info["profile"], "search_space": space.name,
-            "search_space_file": info["file"], "search_space_sha256": info["sha256"], "code_version": code_version()}
-    # One study file per tracking store: beside a SQLite MLflow database, else at the storage root
-    # (/ray_results/optuna.db in docker-compose, where optuna-dashboard opens it); a study per sweep.
-    optuna_folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") \
-        else storage
-    optuna_db = f"sqlite:///{optuna_folder / 'optuna.db'}"
-    callbacks = [MlflowSweepCallback(tracking_uri, experiment, parent_id, tags),
-                 OptunaStudyExport(optuna_db, sweep_dir.name, space)]
-    trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
-    trial_path = str(sweep_dir / "tune")
-    if options.resume and tune.Tuner.can_restore(trial_path):
-        tuner = tune.Tuner.restore(trial_path, trainable=trainable, resume_errored=True)
-    else:
-        max_epochs = max_budget(space, base)
-        single = None if space.multi_objective else space.objectives[0]
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(space, base, trial_path),
-            tune_config=tune.TuneConfig(
-                metric=single.metric if single else None, mode=single.mode if single else None,
-                num_samples=space.num_samples, search_alg=make_searcher(space),
-                scheduler=make_scheduler(space, max_epochs), reuse_actors=options.reuse_actors),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=str(sweep_dir), callbacks=callbacks, verbose=options.verbose,
-                failure_config=tune.FailureConfig(max_failures=space.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
-        )
-    fit_started = time.perf_counter()
-    results = tuner.fit()
-    fit_seconds = time.perf_counter() - fit_started
-    close_lost_trials(client, experiment, parent_id, {r.metrics.get("trial_id") for r in results})
-    errors = sum(1 for r in results if r.error)
-    client.log_metric(parent_id, "trials", len(results))
-    client.log_metric(parent_id, "failed_trials", errors)
-    client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
-    client.set_terminated(parent_id, "FINISHED")
-    return results, {**record, "sweep_dir": str(sweep_dir), "tracking_uri": tracking_uri, "optuna_storage": optuna_db,
-                     "fit_seconds": fit_seconds}

@@ -2,7 +2,7 @@
 
 import sys
 
-from sweep.cli import main
+from app.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main("pruning_ratio"))

@@ -10,11 +10,13 @@ import copy
 import hashlib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runrecord import ACCURACY, OBJECTIVES
 from slt.config import TrainConfig, make_config
 from slt.errors import InputError
 
@@ -26,19 +28,42 @@ class _Strict(BaseModel):
 
 
 class Grid(_Strict):
+    """Every value, each a trial (with `repeats` seeds); packed with `include` into one grid axis."""
+
     type: Literal["grid"]
     values: list[Any] = Field(min_length=1)
+    grid: ClassVar[bool] = True
+    continuous: ClassVar[bool] = False
+
+    def to_tune(self):
+        return None  # grid values travel as whole variants (runrecord.pack_variants)
+
+    def to_optuna(self, extra: list[Any]):
+        return CategoricalDistribution(list(dict.fromkeys([*self.values, *extra])))
+
+    def probes(self) -> list[Any]:
+        """The values a validity check tries (every value a trial can get, or the extremes of a range)."""
+        return list(self.values)
 
 
-class Choice(_Strict):
+class Choice(Grid):
+    """A value per sample, drawn by the search algorithm."""
+
     type: Literal["choice"]
-    values: list[Any] = Field(min_length=1)
+    grid: ClassVar[bool] = False
+
+    def to_tune(self):
+        from ray import tune
+
+        return tune.choice(self.values)
 
 
 class Uniform(_Strict):
     type: Literal["uniform", "loguniform"]
     low: float
     high: float
+    grid: ClassVar[bool] = False
+    continuous: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -48,11 +73,24 @@ class Uniform(_Strict):
             raise ValueError("loguniform needs low > 0")
         return self
 
+    def to_tune(self):
+        from ray import tune
+
+        return (tune.uniform if self.type == "uniform" else tune.loguniform)(self.low, self.high)
+
+    def to_optuna(self, extra: list[Any]):
+        return FloatDistribution(self.low, self.high, log=self.type == "loguniform")
+
+    def probes(self) -> list[float]:
+        return [self.low, self.high - 1e-9 * (self.high - self.low)]  # samples lie in [low, high)
+
 
 class IntRange(_Strict):
     type: Literal["int"]
     low: int
     high: int  # inclusive
+    grid: ClassVar[bool] = False
+    continuous: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -60,12 +98,23 @@ class IntRange(_Strict):
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
         return self
 
+    def to_tune(self):
+        from ray import tune
+
+        return tune.randint(self.low, self.high + 1)
+
+    def to_optuna(self, extra: list[Any]):
+        return IntDistribution(self.low, self.high)
+
+    def probes(self) -> list[int]:
+        return [self.low, self.high]
+
 
 Parameter = Annotated[Grid | Choice | Uniform | IntRange, Field(discriminator="type")]
 
 
 class Objective(_Strict):
-    metric: Literal["accuracy", "loss", "energy_mj", "energy_mj_sparse", "mean_firing_rate"]
+    metric: Literal[tuple(OBJECTIVES)]
     mode: Literal["max", "min"]
 
 
@@ -96,7 +145,7 @@ class SearchSpace(_Strict):
     include: list[dict[str, Any]] = []  # extra configurations run besides the grid (e.g. dense baselines)
     repeats: int = Field(default=1, ge=1)  # seeds 0..repeats-1 for every configuration (grid/random)
     search: Search = Search()
-    objectives: list[Objective] = Field(default=[Objective(metric="accuracy", mode="max")], min_length=1)
+    objectives: list[Objective] = Field(default=[Objective(metric=ACCURACY, mode="max")], min_length=1)
     scheduler: Scheduler = Scheduler()
     num_samples: int = Field(default=1, ge=1)
     max_concurrent: int = Field(default=2, ge=1)
@@ -114,7 +163,7 @@ class SearchSpace(_Strict):
         if self.include and self.search.algorithm != "grid":
             raise ValueError("include: extra configurations need search.algorithm grid")
         if self.search.algorithm == "optuna":
-            grids = [k for k, v in self.searched.items() if v.type == "grid"]
+            grids = [k for k, v in self.searched.items() if v.grid]
             if grids:
                 raise ValueError(f"searched.{grids[0]}: optuna cannot search a grid; use type choice")
             if self.repeats > 1:
@@ -225,13 +274,7 @@ def _check_run_configs(space: SearchSpace) -> None:
         except InputError as err:
             raise InputError(f"include.{index}.{err.field}", err.problem) from None
     for name, parameter in space.searched.items():
-        if parameter.type in ("grid", "choice"):
-            probes = parameter.values
-        elif parameter.type == "int":
-            probes = [parameter.low, parameter.high]
-        else:  # samples lie in [low, high)
-            probes = [parameter.low, parameter.high - 1e-9 * (parameter.high - parameter.low)]
-        for value in probes:
+        for value in parameter.probes():
             try:
                 make_config(**{**space.base, name: value})
             except InputError as err:

@@ -9,11 +9,10 @@ each (found again by their `trial_id` attribute after a restart).
 import logging
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from ray import tune
 
-from trainables import run_fields
+from runrecord import FULL_BUDGET_TAG, TRIAL_TAG, run_fields
 
 logger = logging.getLogger(__name__)
 
@@ -21,16 +20,8 @@ logger = logging.getLogger(__name__)
 def distributions(space) -> dict:
     """Optuna distributions of the searched fields; a grid's choices include the values that
     `include` configurations give the same field (e.g. method: ann beside a grid of ticket methods)."""
-    result = {}
-    for name, parameter in space.searched.items():
-        if parameter.type in ("grid", "choice"):
-            extra = [extra[name] for extra in space.include if name in extra]
-            result[name] = CategoricalDistribution(list(dict.fromkeys([*parameter.values, *extra])))
-        elif parameter.type == "int":
-            result[name] = IntDistribution(parameter.low, parameter.high)
-        else:
-            result[name] = FloatDistribution(parameter.low, parameter.high, log=parameter.type == "loguniform")
-    return result
+    return {name: parameter.to_optuna([extra[name] for extra in space.include if name in extra])
+            for name, parameter in space.searched.items()}
 
 
 class OptunaStudyExport(tune.Callback):
@@ -61,7 +52,7 @@ class OptunaStudyExport(tune.Callback):
             logger.warning("optuna-dashboard export of trial %s skipped: %s", trial.trial_id, err)
 
     def _add(self, trial, state: TrialState) -> None:
-        if any(t.user_attrs.get("trial_id") == trial.trial_id for t in self.study.get_trials(deepcopy=False)):
+        if any(t.user_attrs.get(TRIAL_TAG) == trial.trial_id for t in self.study.get_trials(deepcopy=False)):
             return
         result = trial.last_result or {}
         fields = run_fields(trial.config)
@@ -69,7 +60,7 @@ class OptunaStudyExport(tune.Callback):
         values = [float(result[m]) for m in self.metrics] if state == TrialState.COMPLETE else None
         self.study.add_trial(create_trial(
             params=params, distributions={k: self.distributions[k] for k in params}, values=values, state=state,
-            user_attrs={"trial_id": trial.trial_id, "full_budget": bool(result.get("full_budget")),
+            user_attrs={TRIAL_TAG: trial.trial_id, FULL_BUDGET_TAG: bool(result.get(FULL_BUDGET_TAG)),
                         "epochs": int(result.get("epoch", 0))}))
 
     def on_trial_complete(self, iteration, trials, trial, **info):

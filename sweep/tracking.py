@@ -16,21 +16,10 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+import runrecord
+from runrecord import PARENT_TAG, TRIAL_TAG
 from slt.config import make_config
 from slt.errors import InputError
-from trainables import REPORTED_METRICS, run_fields
-from trainables.ticket import ENERGY_TABLE_FILE, METRICS_FILE
-
-PARENT_TAG = "mlflow.parentRunId"
-
-
-def default_tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, else a SQLite file in ./mlruns (made absolute so every process agrees)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    folder = Path("mlruns").resolve()
-    folder.mkdir(exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def check_reachable(uri: str) -> MlflowClient:
@@ -57,6 +46,12 @@ def code_version() -> str:
     from slt import __version__
 
     return sha or __version__
+
+
+def sweep_tags(sweep: str, space_name: str, info: dict) -> dict[str, str]:
+    """Tags that say which sweep, search space (file and hash), profile and code a run belongs to."""
+    return {"sweep": sweep, "profile": info["profile"], "search_space": space_name, "search_space_file": info["file"],
+            "search_space_sha256": info["sha256"], "code_version": code_version()}
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
@@ -89,15 +84,16 @@ class MlflowSweepCallback(tune.Callback):
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         existing = self.client.search_runs(
-            [self.experiment], filter_string=f"tags.trial_id = '{trial.trial_id}' and "
+            [self.experiment], filter_string=f"tags.{TRIAL_TAG} = '{trial.trial_id}' and "
                                              f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", max_results=1)
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         else:
-            params = make_config(**run_fields(trial.config)).model_dump()  # every field, defaults included
+            params = make_config(**runrecord.run_fields(trial.config)).model_dump()  # every field, defaults included
             run = self.client.create_run(self.experiment, run_name=f"{trial.trial_id}", tags={
-                **self.tags, PARENT_TAG: self.parent_run_id, "trial_id": trial.trial_id, "status": "running",
+                **self.tags, PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
+                runrecord.STATUS_TAG: "running",
                 "method": str(params.get("method", "")), "model": str(params.get("model", ""))})
             run_id = run.info.run_id
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -121,7 +117,8 @@ class MlflowSweepCallback(tune.Callback):
             return
         metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()
                    if k in _LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)]
-        metrics.append(Metric("full_budget", float(bool(values.get("full_budget"))), timestamp, step))
+        metrics.append(Metric(runrecord.FULL_BUDGET_TAG, float(bool(values.get(runrecord.FULL_BUDGET_TAG))), timestamp,
+                              step))
         self.client.log_batch(run_id, metrics=metrics)
         self._steps[run_id].add(step)
 
@@ -131,43 +128,61 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        full = bool((trial.last_result or {}).get("full_budget"))
+        full = bool((trial.last_result or {}).get(runrecord.FULL_BUDGET_TAG))
         self._backfill(run_id, trial)
         self._log_artifacts(run_id, trial)
-        self.client.log_batch(run_id, tags=[RunTag("status", "finished"), RunTag("full_budget", str(full).lower()),
-                                            RunTag("early_stopped", str(not full).lower())])
+        self.client.log_batch(run_id, tags=_tags(runrecord.end_tags("finished", full)))
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._run_id(trial)
-        self.client.log_batch(run_id, tags=[RunTag("status", "failed"), RunTag("reason", failure_reason(trial)),
-                                            RunTag("full_budget", "false"), RunTag("early_stopped", "false")])
+        self.client.log_batch(run_id, tags=_tags(runrecord.end_tags("failed", False, failure_reason(trial))))
         self._log_artifacts(run_id, trial)
         self.client.set_terminated(run_id, "FAILED")
 
     def _backfill(self, run_id: str, trial) -> None:
         """Epochs a trial reported while the driver was down (seen only in its final metrics.json)."""
         checkpoint = trial.checkpoint
-        summary = Path(checkpoint.path) / METRICS_FILE if checkpoint is not None else None
+        summary = Path(checkpoint.path) / runrecord.METRICS_FILE if checkpoint is not None else None
         if summary is None or not summary.is_file():
             return
-        history = json.loads(summary.read_text()).get("history", [])
-        for epoch in history:
-            values = {"accuracy": epoch["test_accuracy"], "loss": epoch["test_loss"], **epoch,
-                      "full_budget": epoch["epoch"] == len(history)}
-            self._log_epoch(run_id, values, int(epoch["epoch"]), int(time.time() * 1000))
+        record = json.loads(summary.read_text())
+        history = record.get("history", [])
+        total = record.get("total_epochs", len(history))
+        pruned = record.get("sparsity", {}).get("pruned_fraction", 0.0)
+        for entry in history:
+            self._log_epoch(run_id, runrecord.epoch_metrics(entry, total, None, pruned), int(entry["epoch"]),
+                            int(time.time() * 1000))
 
     def _log_artifacts(self, run_id: str, trial) -> None:
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
         directory = Path(checkpoint.path)
-        for name in (METRICS_FILE, ENERGY_TABLE_FILE):
+        for name in (runrecord.METRICS_FILE, runrecord.ENERGY_TABLE_FILE):
             if (directory / name).is_file():
                 self.client.log_artifact(run_id, str(directory / name))
 
 
-_LOGGED = (*REPORTED_METRICS, "time_total_s")
+_LOGGED = (*runrecord.EPOCH_METRICS, "time_total_s")
+
+
+def _tags(tags: dict[str, str]) -> list[RunTag]:
+    return [RunTag(k, v) for k, v in tags.items()]
+
+
+def close_lost_trials(client, experiment: str, parent_id: str, trial_ids: set) -> None:
+    """Child runs still RUNNING after the sweep belong to trials a killed driver started after Tune's
+    last snapshot; the resumed sweep does not know them. Close them (nothing is deleted), saying why."""
+    running = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                                              "attributes.status = 'RUNNING'", max_results=10000)
+    for run in running:
+        if run.data.tags.get(TRIAL_TAG) in trial_ids:
+            continue
+        client.log_batch(run.info.run_id, tags=_tags(runrecord.end_tags(
+            "lost", False, "the driver was killed before Tune recorded this trial; the resumed sweep ran "
+                           "another in its place")))
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def failure_reason(trial) -> str:

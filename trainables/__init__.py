@@ -1,5 +1,5 @@
 """Ray Tune trainables: a config dict -> slt calls -> tune.report each epoch, with checkpoints."""
 
-from trainables.ticket import REPORTED_METRICS, run_fields, train_ticket
+from trainables.ticket import train_ticket
 
-__all__ = ["REPORTED_METRICS", "run_fields", "train_ticket"]
+__all__ = ["train_ticket"]

@@ -1,12 +1,65 @@
 """Dataset readers -> whole splits as uint8 tensors; batched augmentation lives in slt.data.pipeline."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from slt.data.base import Dataset, DatasetInfo, Split
 from slt.errors import InputError
 
-DATASETS = ("digits", "cifar10", "cifar100", "dvs128-gesture", "cifar10-dvs")
 DIGITS_SPLIT_SEED = 0  # the digits train/test split is fixed, whatever the run's seed
+
+
+def _digits(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
+    from slt.data.digits import load_digits
+
+    return load_digits(image_size=image_size or 32, seed=DIGITS_SPLIT_SEED)
+
+
+def _cifar10(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
+    from slt.data.cifar import load_cifar10
+
+    return load_cifar10(data_dir)
+
+
+def _cifar100(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
+    from slt.data.cifar import load_cifar100
+
+    return load_cifar100(data_dir, label_kind=label_kind)
+
+
+def _dvs128_gesture(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
+    from slt.data.dvs import load_dvs128_gesture
+
+    return load_dvs128_gesture(data_dir, frames)
+
+
+def _cifar10_dvs(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
+    from slt.data.dvs import load_cifar10_dvs
+
+    return load_cifar10_dvs(data_dir, frames)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A registered dataset: its reader, and the shape its inputs have as read (lets model-info describe
+    a model without reading data; tests/test_cli.py checks it against the readers)."""
+
+    read: Callable[[Path | None, int, int | None, str], Dataset]  # (data_dir, frames, image_size, label_kind)
+    in_channels: int
+    image_size: int
+    num_classes: int
+    needs_dir: bool = True  # reads the original files from --data-dir
+
+
+# Registered by name, like the models (slt.models.MODELS); the names are slt.config.DATASETS.
+READERS = {
+    "digits": Reader(_digits, 1, 32, 10, needs_dir=False),
+    "cifar10": Reader(_cifar10, 3, 32, 10),
+    "cifar100": Reader(_cifar100, 3, 32, 100),
+    "dvs128-gesture": Reader(_dvs128_gesture, 2, 128, 11),
+    "cifar10-dvs": Reader(_cifar10_dvs, 2, 128, 10),
+}
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int = 4, image_size: int | None = None,
@@ -16,33 +69,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int =
     frames: event frames per sample (= the SNN's T) for the DVS datasets.
     image_size: the upsampled size of digits (default 32); ignored by the other readers.
     """
-    if name not in DATASETS:
-        raise InputError("dataset", f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    if name == "digits":
-        from slt.data.digits import load_digits
-
-        dataset = load_digits(image_size=image_size or 32, seed=DIGITS_SPLIT_SEED)
-    else:
+    if name not in READERS:
+        raise InputError("dataset", f"unknown dataset {name!r}; allowed: {', '.join(READERS)}")
+    reader = READERS[name]
+    if reader.needs_dir:
         if data_dir is None:
             raise InputError("data_dir", f"dataset {name!r} needs --data-dir pointing at its original files")
         if not Path(data_dir).is_dir():
             raise InputError("data_dir", f"{data_dir} is not a directory; point it at the {name} files")
-        if name == "cifar10":
-            from slt.data.cifar import load_cifar10
-
-            dataset = load_cifar10(data_dir)
-        elif name == "cifar100":
-            from slt.data.cifar import load_cifar100
-
-            dataset = load_cifar100(data_dir, label_kind=label_kind)
-        elif name == "dvs128-gesture":
-            from slt.data.dvs import load_dvs128_gesture
-
-            dataset = load_dvs128_gesture(data_dir, frames)
-        else:
-            from slt.data.dvs import load_cifar10_dvs
-
-            dataset = load_cifar10_dvs(data_dir, frames)
+    dataset = reader.read(data_dir, frames, image_size, label_kind)
     if subset is not None:
         from slt.data.subset import stratified_head
 
@@ -52,15 +87,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int =
     return dataset
 
 
-__all__ = ["DATASETS", "Dataset", "DatasetInfo", "Split", "load_dataset"]
-
-
-# (in_channels, image_size, num_classes) of each dataset as its reader returns it; lets model-info
-# describe a model without reading data. tests/test_cli.py checks it against the readers.
-DATASET_SHAPES = {
-    "digits": (1, 32, 10),
-    "cifar10": (3, 32, 10),
-    "cifar100": (3, 32, 100),
-    "dvs128-gesture": (2, 128, 11),
-    "cifar10-dvs": (2, 128, 10),
-}
+__all__ = ["READERS", "Dataset", "DatasetInfo", "Reader", "Split", "load_dataset"]

@@ -5,6 +5,7 @@ from functools import partial
 from torch import nn
 
 from slt.errors import InputError
+from slt.models.neurons import Units
 from slt.models.resnet import ResNet19
 from slt.models.spikformer import PRESETS, build_spikformer
 from slt.models.vgg import VGG9
@@ -24,8 +25,8 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
         raise InputError("T", f"{T} time steps; allowed: an integer >= 1")
     if width <= 0:
         raise InputError("width", f"{width}; allowed: a number > 0")
-    unit, T = ("lif", T) if spiking else ("relu", 1)
-    return MODELS[name](num_classes, in_channels, image_size, unit=unit, T=T, decay=decay, width=width, **options)
+    units = Units(spiking, T, decay) if spiking else Units(False)
+    return MODELS[name](num_classes, in_channels, image_size, units=units, width=width, **options)
 
 
 def count_parameters(model: nn.Module) -> int:

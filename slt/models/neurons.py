@@ -5,6 +5,7 @@ unit unfolds to [T, B, ...] for spikingjelly's multi-step LIF and folds back.
 """
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -50,10 +51,14 @@ class LIF(nn.Module):
         return f"T={self.T}, decay={self.decay}"
 
 
-def make_unit(kind: str, T: int, decay: float) -> nn.Module:
-    """One activation unit: 'lif' (SNN), 'relu' (ANN twin)."""
-    if kind == "lif":
-        return LIF(T, decay)
-    if kind == "relu":
-        return nn.ReLU()
-    raise InputError("unit", f"unknown activation unit {kind!r}; allowed: lif, relu")
+@dataclass(frozen=True)
+class Units:
+    """The one spiking-unit factory a network is built from: `units()` makes the activation unit of
+    a layer, a LIF (SNN: T steps, decay λ) or a ReLU (ANN twin, T = 1)."""
+
+    spiking: bool
+    T: int = 1
+    decay: float = 0.5
+
+    def __call__(self, threshold: float = 1.0) -> nn.Module:
+        return LIF(self.T, self.decay, threshold) if self.spiking else nn.ReLU()

@@ -28,7 +28,7 @@ from torch import nn
 
 from slt.errors import InputError
 from slt.models.encoding import decode, encode
-from slt.models.neurons import LIF, make_unit
+from slt.models.neurons import Units
 
 # (depth, embed_dim D, heads) of each preset: DeiT-Tiny / DeiT-Small scale, as the paper says.
 PRESETS = {"spikformer-tiny": (12, 192, 3), "spikformer-small": (12, 384, 6)}
@@ -88,16 +88,16 @@ def linear_bn(cin: int, cout: int, unit: nn.Module | None) -> nn.Sequential:
 class SelfAttention(nn.Module):
     """Spiking self-attention (SNN) or softmax attention on real-valued Q, K, V (ANN twin)."""
 
-    def __init__(self, dim: int, heads: int, *, unit: str, T: int, decay: float):
+    def __init__(self, dim: int, heads: int, *, units: Units):
         super().__init__()
         self.heads = heads
-        self.spiking = unit == "lif"
-        self.q, self.k, self.v = (linear_bn(dim, dim, make_unit(unit, T, decay) if self.spiking else None)
+        self.spiking = units.spiking
+        self.q, self.k, self.v = (linear_bn(dim, dim, units() if self.spiking else None)
                                   for _ in range(3))
         self.qk = MatMul(spike_operand=0)  # Q is the spike input, Kᵀ plays the weights
         self.av = MatMul(spike_operand=1)  # V is the spike input, the attention map plays the weights
-        self.attn_unit = LIF(T, decay, threshold=ATTENTION_THRESHOLD) if self.spiking else nn.Identity()
-        self.proj = linear_bn(dim, dim, make_unit(unit, T, decay))
+        self.attn_unit = units(threshold=ATTENTION_THRESHOLD) if self.spiking else nn.Identity()
+        self.proj = linear_bn(dim, dim, units())
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [S, L, D] -> [S, heads, L, D/heads]
@@ -112,10 +112,10 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, *, unit: str, T: int, decay: float):
+    def __init__(self, dim: int, hidden: int, *, units: Units):
         super().__init__()
-        self.fc1 = linear_bn(dim, hidden, make_unit(unit, T, decay))
-        self.fc2 = linear_bn(hidden, dim, make_unit(unit, T, decay))
+        self.fc1 = linear_bn(dim, hidden, units())
+        self.fc2 = linear_bn(hidden, dim, units())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(x))
@@ -124,10 +124,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """x + SSA(x), then x + MLP(x), on tokens [T*B, L, D] for any L."""
 
-    def __init__(self, dim: int, heads: int, *, unit: str, T: int, decay: float):
+    def __init__(self, dim: int, heads: int, *, units: Units):
         super().__init__()
-        self.attn = SelfAttention(dim, heads, unit=unit, T=T, decay=decay)
-        self.mlp = MLP(dim, MLP_RATIO * dim, unit=unit, T=T, decay=decay)
+        self.attn = SelfAttention(dim, heads, units=units)
+        self.mlp = MLP(dim, MLP_RATIO * dim, units=units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)
@@ -142,17 +142,17 @@ def _conv_bn(cin: int, cout: int, pool: bool) -> list[nn.Module]:
 class ConvPEP(nn.Module):
     """Convolutional patch embedding + relative position conv: input -> tokens [T*B, N, D]."""
 
-    def __init__(self, in_channels: int, image_size: int, dim: int, *, unit: str, T: int, decay: float):
+    def __init__(self, in_channels: int, image_size: int, dim: int, *, units: Units):
         super().__init__()
-        self.T = T
+        self.T = units.T
         widths = (dim // 8, dim // 4, dim // 2, dim)
         pooled = [i >= (0 if image_size >= PATCH16_FROM else 2) for i in range(4)]
         self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0], pooled[0]))  # runs once under direct encoding
-        self.stem_unit = make_unit(unit, T, decay)
+        self.stem_unit = units()
         self.stages = nn.Sequential(*(nn.Sequential(*_conv_bn(widths[i - 1], widths[i], pooled[i]),
-                                                    make_unit(unit, T, decay)) for i in range(1, 4)))
+                                                    units()) for i in range(1, 4)))
         self.rpe = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim),
-                                 make_unit(unit, T, decay))
+                                 units())
         grid = image_size
         for pool in pooled:
             grid = (grid + 1) // 2 if pool else grid  # max-pool k3 s2 p1 gives ceil(size / 2)
@@ -168,13 +168,13 @@ class ConvPEP(nn.Module):
 class Spikformer(nn.Module):
     """ConvPEP -> token_selector -> blocks -> mean over tokens -> Linear -> mean over T."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int, *, unit: str, T: int, decay: float,
-                 depth: int, embed_dim: int, heads: int):
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, *, units: Units, depth: int,
+                 embed_dim: int, heads: int):
         super().__init__()
-        self.T = T
-        self.convpep = ConvPEP(in_channels, image_size, embed_dim, unit=unit, T=T, decay=decay)
+        self.T = units.T
+        self.convpep = ConvPEP(in_channels, image_size, embed_dim, units=units)
         self.token_selector: nn.Module = nn.Identity()
-        self.blocks = nn.ModuleList(Block(embed_dim, heads, unit=unit, T=T, decay=decay) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(embed_dim, heads, units=units) for _ in range(depth))
         self.classifier = nn.Sequential(nn.Linear(embed_dim, num_classes))
         self.convpep_frozen = False  # MultiSp Stage 2: ConvPEP keeps its BN statistics (eval mode) and trains nothing
 
@@ -195,12 +195,12 @@ class Spikformer(nn.Module):
         return decode(self.classifier(tokens.mean(1)), self.T)
 
 
-def build_spikformer(name: str, num_classes: int, in_channels: int, image_size: int, *, unit: str, T: int,
-                     decay: float, width: float = 1.0, depth: int | None = None, embed_dim: int | None = None,
+def build_spikformer(name: str, num_classes: int, in_channels: int, image_size: int, *, units: Units,
+                     width: float = 1.0, depth: int | None = None, embed_dim: int | None = None,
                      heads: int | None = None) -> Spikformer:
     """A preset ("spikformer-tiny" / "spikformer-small"), optionally with depth/embed_dim/heads overridden."""
     if width != 1.0:
         raise InputError("width", f"{width}; the transformers are sized by embed_dim/depth/heads, keep width 1")
     depth, embed_dim, heads = resolve_dims(name, depth, embed_dim, heads)
-    return Spikformer(num_classes, in_channels, image_size, unit=unit, T=T, decay=decay, depth=depth,
+    return Spikformer(num_classes, in_channels, image_size, units=units, depth=depth,
                       embed_dim=embed_dim, heads=heads)

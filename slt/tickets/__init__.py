@@ -112,6 +112,14 @@ def start_finetune(model: nn.Module) -> None:
 
 
 @torch.no_grad()
+def pruned_fraction(model: nn.Module) -> float:
+    """Fraction of the ticket layers' weights that their masks prune (0.0 for a dense model)."""
+    layers = ticket_layers(model).values()
+    total = sum(layer.weight.numel() for layer in layers)
+    return 1.0 - sum(int(layer.mask().sum()) for layer in layers) / total if total else 0.0
+
+
+@torch.no_grad()
 def sparsity_report(model: nn.Module) -> dict:
     """Achieved sparsity per ticket layer and overall, distinct non-zero magnitudes, storage size.
 
@@ -150,5 +158,5 @@ def sparsity_report(model: nn.Module) -> dict:
     }
 
 
-__all__ = ["BinaryActivation", "TicketConv2d", "TicketLayer", "TicketLinear", "make_ticket", "sparsity_report",
+__all__ = ["BinaryActivation", "TicketConv2d", "TicketLayer", "TicketLinear", "make_ticket", "pruned_fraction", "sparsity_report",
            "start_finetune", "ticket_layers"]

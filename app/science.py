@@ -1,4 +1,4 @@
-"""The `slt` command: model-info, train, eval, energy.
+"""The science commands of `slt`: model-info, train, eval, energy (slt/ does the work, runrecord names it).
 
 Bad input prints one line `slt: error: FIELD: PROBLEM` and exits 2 before anything is written.
 """
@@ -10,36 +10,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from slt.config import ALLOWED, METHODS, TrainConfig, make_config
+import runrecord
+from slt.config import TrainConfig, allowed, make_config
 from slt.errors import InputError
-
-HELP = {
-    "model": "architecture (spikformer-*: Spikformer-style transformer with ConvPEP, DESIGN §3.2)",
-    "method": "what to train: " + "; ".join(f"{name} = {m.description}" for name, m in METHODS.items()),
-    "dataset": "dataset (digits is bundled; the others need --data-dir)",
-    "data_dir": "directory with the dataset's original files",
-    "label_kind": "CIFAR-100 labels",
-    "image_size": "digits: upsampled size (default 32); event data: frames resized to this size",
-    "subset": "keep the first N examples of each split, stratified by class",
-    "T": "time steps of the SNN (ANN twins run 1)",
-    "decay": "membrane decay λ of U[t] = λ·U[t-1] + I[t]",
-    "width": "channel width multiplier (CNNs; the transformers use --embed-dim)",
-    "depth": "transformers: number of blocks; None = the preset's (12)",
-    "embed_dim": "transformers: token width D; None = the preset's (192 tiny, 384 small)",
-    "heads": "transformers: attention heads; None = the preset's (3 tiny, 6 small)",
-    "seed": "seed of initialisation, shuffling and augmentation",
-    "device": "where to train",
-    "p": "tickets: fraction of each prunable layer's weights pruned (k = 1 - p kept)",
-    "weight_init": "tickets: init of the frozen random weights",
-    "dense_first": "tickets: keep the first conv dense and trained",
-    "dense_last": "tickets: keep the last linear dense and trained",
-    "global_threshold": "tickets: one |score| threshold across all layers (default: exact top-k per layer)",
-    "finetune_epochs": "tickets: epochs training the kept weights with the mask frozen, after the search",
-    "q": "multisp: fraction of tokens pruned per sample in Stage 2 (keeps the top ceil((1-q)·N) by ConvPEP "
-         "output magnitude)",
-    "patch_epochs": "multisp: epochs of Stage 2 (ConvPEP frozen, blocks trained on the kept tokens), after --epochs "
-                    "of Stage 1 (PEPSp)",
-}
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +22,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if field.annotation is bool:
             on = not field.default
             parser.add_argument(("--" if on else "--no-") + name.replace("_", "-"), dest=name, default=None,
-                                action="store_const", const=on, help=HELP.get(name, f"turn {name} off"))
+                                action="store_const", const=on, help=f"{field.description} [default {field.default}]")
             continue
-        text = HELP.get(name, name.replace("_", " "))
-        allowed = ALLOWED.get(name)
         parser.add_argument(flag, dest=name, default=None, metavar=name.upper() if len(name) > 1 else name,
-                            help=f"{text} [{allowed}; default {field.default}]" if allowed else
-                            f"{text} [default {field.default}]")
+                            help=f"{field.description} [{allowed(name)}; default {field.default}]")
 
 
 def _config_from(args: argparse.Namespace) -> TrainConfig:
@@ -79,14 +49,13 @@ def _model_without_data(cfg: TrainConfig):
     """The config's model built from the dataset's shapes alone, with one non-binary example input."""
     import torch
 
-    from slt.data import DATASET_SHAPES
+    from slt.data import READERS
     from slt.data.base import DatasetInfo
     from slt.train import build_network
 
-    if cfg.dataset not in DATASET_SHAPES:
-        raise InputError("dataset", f"unknown dataset {cfg.dataset!r}; allowed: {ALLOWED['dataset']}")
-    channels, size, classes = DATASET_SHAPES[cfg.dataset]
-    size = cfg.image_size or size  # digits are upsampled to it, event frames resized to it
+    reader = READERS[cfg.dataset]
+    channels, classes = reader.in_channels, reader.num_classes
+    size = cfg.image_size or reader.image_size  # digits are upsampled to it, event frames resized to it
     info = DatasetInfo(cfg.dataset, classes, channels, size, False, (0.0,) * channels, (1.0,) * channels, False)
     torch.manual_seed(cfg.seed)
     example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
@@ -115,7 +84,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from slt.data import load_dataset
-    from slt.models import count_parameters
     from slt.train import TrainingRun, resolve_device
 
     resolve_device(cfg.device)
@@ -130,22 +98,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"acc {m['train_accuracy']:.4f} | test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}"
                   f" | {m['epoch_time_s']:.1f} s", file=sys.stderr)
     wall = time.perf_counter() - started
-    energy = run.energy()
-    metrics = {
-        "config": cfg.model_dump(),
-        **run.summary(),
-        "energy": {k: v for k, v in energy.items() if k != "layers"},
-        "energy_layers": energy["layers"],
-        "params": count_parameters(run.model),
-        "macs": energy["macs"],
-        "train_size": len(run.train_split),
-        "test_size": len(run.test_split),
-        "wall_time_s": wall,
-        "history": run.history,
-    }
+    metrics = runrecord.final_record(run, run.energy(), wall_time_s=wall)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(run.state_dict(), out / "checkpoint.pt")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    torch.save(run.state_dict(), out / runrecord.CHECKPOINT_FILE)
+    (out / runrecord.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     ticket = f" at p={cfg.p} (pruned {metrics['sparsity']['pruned_fraction']:.4f})" if cfg.is_ticket else ""
     if cfg.method_info.patch_pruning:
         ticket += f", q={cfg.q} ({metrics['tokens_kept']} of {metrics['tokens']} tokens)"
@@ -158,7 +114,7 @@ def load_checkpoint(directory: str) -> dict:
     """A run's checkpoint, loaded with weights_only=True (tensors and plain containers only)."""
     import torch
 
-    path = Path(directory) / "checkpoint.pt"
+    path = Path(directory) / runrecord.CHECKPOINT_FILE
     if not path.is_file():
         raise InputError("checkpoint", f"{path} does not exist; pass the --out folder of an `slt train` run")
     try:
@@ -241,17 +197,16 @@ def cmd_energy(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slt", description="Lottery tickets in spiking neural networks.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub) -> None:
+    """Add model-info, train, energy and eval to the `slt` parser's subcommands."""
     info = sub.add_parser("model-info", help="parameters and MACs of a model, as one JSON object")
-    info.add_argument("--model", default="vgg9", help=f"[{ALLOWED['model']}]")
-    info.add_argument("--dataset", default="cifar10", help=f"input shape and classes of [{ALLOWED['dataset']}]")
+    info.add_argument("--model", default="vgg9", help=f"[{allowed('model')}]")
+    info.add_argument("--dataset", default="cifar10", help=f"input shape and classes of [{allowed('dataset')}]")
     info.add_argument("--width", default=1.0, help="channel width multiplier")
     info.add_argument("--image-size", default=None, help="input size (default: the dataset's)")
     for name in ("depth", "embed_dim", "heads"):
-        info.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=HELP[name])
+        info.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                          help=TrainConfig.model_fields[name].description)
     info.set_defaults(func=cmd_model_info)
 
     train = sub.add_parser("train", help="train one model and write metrics.json and checkpoint.pt")
@@ -275,22 +230,5 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--data-dir", default=None, help="read the data from here instead of the recorded path")
     evaluation.add_argument("--device", default=None, help="[auto, cpu, cuda]")
     evaluation.set_defaults(func=cmd_eval)
-    return parser
 
 
-def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse and run a command; bad input is one line on stderr and exit code 2."""
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except InputError as err:
-        print(f"slt: error: {err}", file=sys.stderr)
-        return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,10 @@
-"""The `slt` command: the science commands of slt.cli plus the MLflow-backed ones (export, report, dashboard).
-
-slt/ never imports MLflow, so the console script starts here and extends slt's parser.
-"""
+"""The result commands of `slt`: export pareto, report, dashboard optuna (they read MLflow, never Ray)."""
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from slt import cli as science
+import runrecord
 from slt.errors import InputError
 
 
@@ -17,9 +13,7 @@ def cmd_export_pareto(args: argparse.Namespace) -> int:
 
     from dashboards.pareto import pareto_table, parse_objectives
     from dashboards.runs import load_runs
-    from sweep.tracking import default_tracking_uri
-
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = args.tracking_uri or runrecord.default_tracking_uri()
     out = Path(args.out)
     if out.exists():
         raise InputError("out", f"{out} already exists; choose a new file (nothing recorded is overwritten)")
@@ -41,9 +35,9 @@ def cmd_export_pareto(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import write_report
-    from sweep.tracking import default_tracking_uri
 
-    report = write_report(args.experiment, args.tracking_uri or default_tracking_uri(), args.out, args.parent_run)
+    report = write_report(args.experiment, args.tracking_uri or runrecord.default_tracking_uri(), args.out,
+                          args.parent_run)
     print(f"report: {report['index']} ({len(report['figures'])} figures, "
           f"{', '.join('Table ' + t['table'] for t in report['tables']) or 'no paper table'}); "
           f"Pareto CSV: {report['pareto_csv']}; logged to parent run {report['parent_run_id']} under report/")
@@ -54,7 +48,7 @@ def cmd_dashboard_optuna(args: argparse.Namespace) -> int:
     import optuna
     import optuna_dashboard
 
-    storage = args.storage or f"sqlite:///{Path('mlruns/optuna.db').resolve()}"
+    storage = args.storage or runrecord.optuna_storage(runrecord.default_tracking_uri(), Path("ray_results"))
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as err:  # missing file, not an Optuna database, unreachable server
@@ -67,16 +61,15 @@ def cmd_dashboard_optuna(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = science.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # argparse has no API
+def add_commands(commands) -> None:
+    """Add export, report and dashboard to the `slt` parser's subcommands."""
     export = commands.add_parser("export", help="export a sweep's results from MLflow")
     what = export.add_subparsers(dest="what", required=True)
     pareto = what.add_parser("pareto", help="every trial with is_pareto and its front rank, as CSV")
     pareto.add_argument("--experiment", required=True, help="MLflow experiment (the search space name)")
     pareto.add_argument("--parent-run", default=None, help="a sweep's parent run id (default: the latest sweep)")
     pareto.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")
-    pareto.add_argument("--objectives", default="accuracy:max,energy_mj:min", help="METRIC:max|min,...")
+    pareto.add_argument("--objectives", default=runrecord.objectives_text(runrecord.PARETO_OBJECTIVES), help="METRIC:max|min,...")
     pareto.add_argument("--include-early-stopped", action="store_true",
                         help="also rank trials that did not run their full budget (ASHA-stopped)")
     pareto.add_argument("--out", required=True, help="CSV file to write (must not exist)")
@@ -93,16 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = dashboard.add_subparsers(dest="which", required=True)
     optuna_parser = which.add_parser("optuna", help="optuna-dashboard for a sweep's study")
     optuna_parser.add_argument("--study", required=True, help="the sweep's name (its Tune/MLflow parent run name)")
-    optuna_parser.add_argument("--storage", default=None, help="default sqlite:///./mlruns/optuna.db")
+    optuna_parser.add_argument("--storage", default=None, help="default: optuna.db beside the default tracking "
+                               "store (sqlite:///./mlruns/optuna.db)")
     optuna_parser.add_argument("--host", default="127.0.0.1")
     optuna_parser.add_argument("--port", type=int, default=8080)
     optuna_parser.set_defaults(func=cmd_dashboard_optuna)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    return science.run(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The vocabulary of a recorded run, in one place for the trainables, the sweep and the dashboards.
+
+What a run is called wherever it is recorded: metric, param, tag and artifact names; what "finished
+at full budget" and "comparable" mean; how a grid variant is packed into a Tune config and unpacked;
+the default tracking URI and where the Optuna study lives beside it; and the one builder of a run's
+final record (`metrics.json`), used by `slt train` and by the trainable alike.
+
+Importing this module loads neither Ray nor torch (nor MLflow or pandas): the functions that read
+runs take pandas frames or plain dicts, the record builder takes a `slt.train.TrainingRun`.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from slt.config import TrainConfig
+
+# ---- names ----------------------------------------------------------------------------------------
+
+METRICS_FILE = "metrics.json"  # a run's final record (final_record), in `slt train --out` and every trial
+ENERGY_TABLE_FILE = "energy_layers.json"  # the per-layer energy table, a trial's second artifact
+CHECKPOINT_FILE = "checkpoint.pt"  # `slt train`'s whole TrainingRun state
+
+# Metrics reported by a trial every epoch and logged to MLflow under these names (slt emits them so).
+EPOCH_METRICS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "energy_mj", "energy_mj_sparse",
+                 "mean_firing_rate", "pruned_fraction", "epoch", "epoch_time_s", "full_budget")
+# The ones a search space may name as an objective, and the direction that means "better".
+OBJECTIVES = {"test_accuracy": "max", "test_loss": "min", "energy_mj": "min", "energy_mj_sparse": "min",
+              "mean_firing_rate": "min"}
+ACCURACY = "test_accuracy"  # what tables, curves and claims compare
+PARETO_OBJECTIVES = ((ACCURACY, "max"), ("energy_mj", "min"))  # the front a report and `slt export pareto` rank
+# Runs recorded before the metrics took slt's names called test accuracy and loss "accuracy" and "loss".
+LEGACY_METRICS = {"accuracy": "test_accuracy", "loss": "test_loss"}
+
+# MLflow's MLFLOW_PARENT_RUN_ID (mlflow.utils.mlflow_tags), spelt out so that reading it needs no MLflow import.
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "trial_id"
+STATUS_TAG = "status"  # running, finished, failed, lost
+REASON_TAG = "reason"  # why a trial failed or was lost
+FULL_BUDGET_TAG = "full_budget"
+EARLY_STOPPED_TAG = "early_stopped"
+TEXT_TAGS = (STATUS_TAG, REASON_TAG, TRIAL_TAG)
+BOOLEAN_TAGS = (FULL_BUDGET_TAG, EARLY_STOPPED_TAG)
+RUN_FIELDS = tuple(TrainConfig.model_fields)  # every run-config field is an MLflow param of the same name
+
+VARIANT = "variant"  # the Tune config key holding one grid variant (grid values and seed)
+
+
+def objectives_text(objectives) -> str:
+    """((metric, mode), ...) -> 'metric:mode,...', as `slt export pareto --objectives` takes them."""
+    return ",".join(f"{metric}:{mode}" for metric, mode in objectives)
+
+
+# ---- what a run's status means --------------------------------------------------------------------
+
+def full_budget(epoch: int, total_epochs: int) -> bool:
+    """Whether a run that completed `epoch` epochs has trained its whole budget (every phase)."""
+    return epoch >= total_epochs
+
+
+def end_tags(status: str, full: bool, reason: str | None = None) -> dict[str, str]:
+    """The tags that close a child run: its status, whether it ran its full budget, whether it was stopped early."""
+    tags = {STATUS_TAG: status, FULL_BUDGET_TAG: str(full).lower(),
+            EARLY_STOPPED_TAG: str(status == "finished" and not full).lower()}
+    return {**tags, REASON_TAG: reason} if reason else tags
+
+
+def finished_full_budget(runs):
+    """Boolean mask over a runs frame (dashboards.runs.load_runs): FINISHED and trained its whole budget."""
+    return (runs["run_status"] == "FINISHED") & runs[FULL_BUDGET_TAG].astype(bool)
+
+
+def comparable(runs, metrics: tuple[str, ...] = (ACCURACY,)):
+    """The runs whose values can be compared: finished at full budget with every metric in `metrics`.
+    An early-stopped trial's values are those of a shorter training, a failed one's of none."""
+    if any(metric not in runs for metric in metrics):  # no trial has reported it yet
+        return runs.iloc[:0]
+    return runs[finished_full_budget(runs) & runs[list(metrics)].notna().all(axis=1)]
+
+
+# ---- grid variants --------------------------------------------------------------------------------
+
+def pack_variants(params: dict, variants: list[dict], grid_search) -> dict:
+    """`params` with the fields that `variants` set moved into one grid axis of whole variants
+    (`grid_search`: Tune's), so that grid values and seeds vary together, not as a product."""
+    packed = {k: v for k, v in params.items() if not any(k in variant for variant in variants)}
+    return {**packed, VARIANT: grid_search(variants)}
+
+
+def run_fields(config: dict) -> dict:
+    """The run-config fields of a trial config, with its grid variant merged in."""
+    merged = {**config, **config.get(VARIANT, {})}
+    return {k: merged[k] for k in RUN_FIELDS if k in merged}
+
+
+# ---- where runs are recorded ------------------------------------------------------------------------
+
+def default_tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, else a SQLite file in ./mlruns (made absolute so that every process agrees)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = Path("mlruns").resolve()
+    folder.mkdir(exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:` URI (sqlite:///relative or sqlite:////absolute), else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    return Path(unquote(parsed.path[1:]))  # "/rel/x.db" -> rel/x.db, "//abs/x.db" -> /abs/x.db
+
+
+def optuna_storage(tracking_uri: str, storage_root: Path) -> str:
+    """One Optuna study file per tracking store: beside a SQLite MLflow database, else at the Tune
+    storage root (/ray_results/optuna.db in docker-compose, where optuna-dashboard opens it)."""
+    database = sqlite_path(tracking_uri)
+    folder = database.resolve().parent if database is not None else Path(storage_root)
+    return f"sqlite:///{folder / 'optuna.db'}"
+
+
+# ---- the record of a run ------------------------------------------------------------------------------
+
+def epoch_metrics(entry: dict, total_epochs: int, energy: dict | None, pruned_fraction: float) -> dict:
+    """One epoch as reported to Tune and logged to MLflow: slt's history entry (already under its final
+    names) plus energy per image, the pruned fraction and whether the budget is complete."""
+    values = {k: entry[k] for k in EPOCH_METRICS if k in entry}
+    values.update(phase=entry["phase"], mean_firing_rate=entry.get("mean_firing_rate") or 0.0,
+                  pruned_fraction=pruned_fraction, full_budget=full_budget(entry["epoch"], total_epochs))
+    if energy is not None:
+        values.update(energy_mj=energy["energy_mj"], energy_mj_sparse=energy["energy_mj_sparse"])
+    return values
+
+
+def final_record(run, energy: dict, wall_time_s: float | None = None) -> dict:
+    """metrics.json of a finished run (a slt.train.TrainingRun): its config, summary, energy totals and
+    per-layer table, timing and every epoch's metrics."""
+    record = {"config": run.cfg.model_dump(), **run.summary(),
+              "energy": {k: v for k, v in energy.items() if k != "layers"}, "energy_layers": energy["layers"],
+              "macs": energy["macs"], "history": run.history}
+    if wall_time_s is not None:
+        record["wall_time_s"] = wall_time_s
+    return record
