@@ -3,8 +3,10 @@ import pickle
 
 import pytest
 
-from slt.cli import main
-from slt.data import DATASET_SHAPES, load_dataset
+from app.cli import main
+from slt.config import DATASETS, MODELS
+from slt.data import READERS, load_dataset
+from slt.models import MODELS as BUILDERS
 
 
 def run_cli(capsys, *argv):
@@ -23,7 +25,13 @@ def test_model_info_reports_exact_params(capsys, model, params):
 def test_dataset_shapes_table_matches_readers(cifar10_dir):
     for name, directory in [("digits", None), ("cifar10", cifar10_dir)]:
         info = load_dataset(name, directory, subset=10).info
-        assert DATASET_SHAPES[name] == (info.in_channels, info.image_size, info.num_classes)
+        reader = READERS[name]
+        assert (reader.in_channels, reader.image_size, reader.num_classes) == (info.in_channels, info.image_size,
+                                                                              info.num_classes)
+
+
+def test_registries_hold_exactly_the_run_config_names():
+    assert tuple(READERS) == DATASETS and tuple(BUILDERS) == MODELS
 
 
 def test_train_writes_metrics_and_checkpoint(capsys, tmp_path):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dashboards.cli import main
+from app.cli import main
 from dashboards.pareto import pareto_table, parse_objectives
 from dashboards.runs import load_runs
 from slt.errors import InputError
@@ -35,7 +35,8 @@ def store(tmp_path_factory):
         for key, value in {"method": "mpslt", "p": f"{0.1 + i / 40:.3f}", "T": "4", "decay": "0.5", "seed": "0"}.items():
             client.log_param(run.info.run_id, key, value)
         if i != 10:
-            client.log_metric(run.info.run_id, "accuracy", accuracy)
+            # odd trials as a sweep recorded before the metrics took slt's names ("accuracy") would have them
+            client.log_metric(run.info.run_id, "accuracy" if i % 2 else "test_accuracy", accuracy)
             client.log_metric(run.info.run_id, "energy_mj", energy)
         client.set_terminated(run.info.run_id, "FAILED" if i == 10 else "FINISHED")
         trials.append((f"t{i:02d}", accuracy, energy, full, i != 10))
@@ -58,6 +59,7 @@ def test_runs_table_is_typed_one_row_per_trial(store):
     uri, parent, trials = store
     runs, found = load_runs("toy", uri)
     assert found.info.run_id == parent and len(runs) == 30 and runs["trial_id"].is_unique
+    assert "accuracy" not in runs and runs["test_accuracy"].notna().sum() == 29  # legacy names read as today's
     assert runs["p"].dtype.kind == "f" and runs["T"].dtype.kind in "if" and runs["full_budget"].dtype == bool
     assert runs.loc[runs["trial_id"] == "t10", "run_status"].item() == "FAILED"
 
@@ -65,7 +67,7 @@ def test_runs_table_is_typed_one_row_per_trial(store):
 def test_front_matches_brute_force_and_excludes_early_stopped_and_duplicates(store):
     uri, _, trials = store
     runs, _ = load_runs("toy", uri)
-    table = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")])
+    table = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")])
     eligible = [t for t in trials if t[3] and t[4]]
     expected = {eligible[i][0] for i in brute_force_front([(t[1], t[2]) for t in eligible])}
     assert set(table.loc[table["is_pareto"], "trial_id"]) == expected
@@ -75,7 +77,7 @@ def test_front_matches_brute_force_and_excludes_early_stopped_and_duplicates(sto
     assert (duplicates["duplicate_of"] == table.loc[table["trial_id"] == "t03", "run_id"].item()).all()
     assert not duplicates["is_pareto"].any()
     assert (table.loc[table["is_pareto"], "front_rank"] == 1).all()
-    with_stopped = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
+    with_stopped = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
     assert with_stopped.loc[with_stopped["trial_id"] == "t05", "is_pareto"].item()
 
 
@@ -84,21 +86,21 @@ def test_export_writes_csv_with_types_and_logs_it_to_the_parent(store, tmp_path,
     out = tmp_path / "pareto.csv"
     assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
     csv = pd.read_csv(out)
-    assert {"run_id", "trial_id", "method", "p", "T", "accuracy", "energy_mj", "is_pareto", "front_rank",
+    assert {"run_id", "trial_id", "method", "p", "T", "test_accuracy", "energy_mj", "is_pareto", "front_rank",
             "full_budget", "early_stopped", "ranked_on"} <= set(csv.columns)
     assert csv["is_pareto"].dtype == bool and csv["p"].dtype.kind == "f" and len(csv) == 30
     assert (csv["ranked_on"] == "full budget only").all()
     artifacts = [a.path for a in MlflowClient(uri).list_artifacts(parent, "pareto")]
-    assert artifacts == ["pareto/pareto_accuracy_energy_mj.csv"]
+    assert artifacts == ["pareto/pareto_test_accuracy_energy_mj.csv"]
     assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("slt: error: out: ")
 
 
 @pytest.mark.parametrize("argv,field", [
     (["--experiment", "nope"], "experiment"),
-    (["--experiment", "toy", "--objectives", "accuracy"], "objectives"),
-    (["--experiment", "toy", "--objectives", "accuracy:max,joules:min"], "objectives"),
-    (["--experiment", "toy", "--objectives", "accuracy:max"], "objectives"),
+    (["--experiment", "toy", "--objectives", "test_accuracy"], "objectives"),
+    (["--experiment", "toy", "--objectives", "test_accuracy:max,joules:min"], "objectives"),
+    (["--experiment", "toy", "--objectives", "test_accuracy:max"], "objectives"),
 ])
 def test_bad_experiment_or_objectives_are_one_line(store, tmp_path, capsys, argv, field):
     uri, _, _ = store
@@ -109,10 +111,10 @@ def test_bad_experiment_or_objectives_are_one_line(store, tmp_path, capsys, argv
 
 
 def test_parse_objectives_directions():
-    assert parse_objectives("accuracy:max, energy_mj:min", ["accuracy", "energy_mj"]) == [
-        ("accuracy", "max"), ("energy_mj", "min")]
+    assert parse_objectives("test_accuracy:max, energy_mj:min", ["test_accuracy", "energy_mj"]) == [
+        ("test_accuracy", "max"), ("energy_mj", "min")]
     with pytest.raises(InputError, match="METRIC:max"):
-        parse_objectives("accuracy:up,energy_mj:min", ["accuracy", "energy_mj"])
+        parse_objectives("test_accuracy:up,energy_mj:min", ["test_accuracy", "energy_mj"])
 
 
 def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
@@ -125,8 +127,8 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
             for seed in range(3):
                 rows.append({"method": method, "p": None if method in ("ann", "snn") else p, "q": None,
                              "seed": seed, "dataset": "cifar10", "model": "vgg9", "run_status": "FINISHED",
-                             "full_budget": seed != 2 or method != "slt", "accuracy": rng.uniform(0.2, 0.6)})
-    rows.append({**rows[0], "run_status": "FAILED", "accuracy": 0.99})
+                             "full_budget": seed != 2 or method != "slt", "test_accuracy": rng.uniform(0.2, 0.6)})
+    rows.append({**rows[0], "run_status": "FAILED", "test_accuracy": 0.99})
     runs = pd.DataFrame(rows)
     long = paper_table(runs, "III", p=0.5)
     for method in ("ann", "snn", "slt", "mpslt"):
@@ -135,8 +137,8 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
             mine = mine[mine["p"] == 0.5]
         cell = long[(long["method"] == method) & (long["dataset"] == "cifar10") & (long["model"] == "vgg9")].iloc[0]
         assert cell["n"] == len(mine) == {"ann": 6, "snn": 6, "slt": 2, "mpslt": 3}[method]
-        assert cell["mean"] == pytest.approx(100 * mine["accuracy"].mean())
-        assert cell["std"] == pytest.approx(100 * mine["accuracy"].std(ddof=1))
+        assert cell["mean"] == pytest.approx(100 * mine["test_accuracy"].mean())
+        assert cell["std"] == pytest.approx(100 * mine["test_accuracy"].std(ddof=1))
     assert long.loc[(long["row"] == "MPSLTs") & (long["dataset"] == "cifar10") & (long["model"] == "vgg9"),
                     "paper"].item() == 87.76
     assert (long.loc[long["dataset"] != "cifar10", "n"] == 0).all()
@@ -151,7 +153,7 @@ def test_table_ii_uses_the_papers_q_where_the_sweep_ran_it():
     from dashboards.tables import paper_table
 
     rows = [{"method": "multisp-slt", "p": 0.4, "q": q, "seed": seed, "dataset": "cifar10", "model": "spikformer-tiny",
-             "run_status": "FINISHED", "full_budget": True, "accuracy": 0.3 + q / 10}
+             "run_status": "FINISHED", "full_budget": True, "test_accuracy": 0.3 + q / 10}
             for q in (0.0, 0.3, 0.6) for seed in range(2)]
     cell = paper_table(pd.DataFrame(rows), "II").query("method == 'multisp-slt' and model == 'spikformer-tiny' and dataset == 'cifar10'")
     assert cell["q"].item() == 0.3 and cell["mean"].item() == pytest.approx(33.0) and cell["n"].item() == 2

@@ -200,7 +200,7 @@ def test_submitted_script_imports_the_installed_package():
     """`ray submit` copies only the script: it must import `sweep` as an installed package, with no
     path tricks relative to its own location."""
     script = (REPO / "sweep" / "decay_rate.py").read_text()
-    assert "from sweep.cli import main" in script
+    assert "from app.sweep import main" in script
     assert "sys.path" not in script and "__file__" not in script
 
 

@@ -382,7 +382,7 @@ def test_cifar10_dvs_input_errors(tmp_path):
 
 @pytest.mark.parametrize("method", ["snn", "ann", "mpslt"])
 def test_slt_train_runs_end_to_end_on_real_format_gesture_files(tmp_path, capsys, method):
-    from slt.cli import main
+    from app.cli import main
 
     make_gesture(tmp_path / "gesture")
     out = tmp_path / "run"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from slt.cli import main
+from app.cli import main
 from slt.energy import count_macs, measure_energy
 from slt.methods import METHODS
 from slt.models import build_model

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.figures import (Baseline, Curve, Front, Heatmap, Optimum, Points, comparable, curve_data,
-                                figure_specs, heatmap_data, write_figures)
+from dashboards.figures import (Baseline, Curve, Front, Heatmap, Optimum, Points, curve_data, figure_specs,
+                                heatmap_data, write_figures)
 from dashboards.pareto import pareto_table
+from runrecord import comparable
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULTS = {"model": "vgg9", "dataset": "digits", "method": "mpslt", "p": 0.5, "q": 0.3, "T": 4, "decay": 0.5,
@@ -41,23 +42,29 @@ def spec_named(specs, name):
 def p_sweep():
     """4 ticket methods x 3 p x 3 seeds, dense ann/snn x 3 seeds, plus a failed and an early-stopped run."""
     rng = np.random.default_rng(0)
-    rows = [{"method": m, "p": p, "seed": s, "accuracy": 0.9 - 0.3 * p * (i + 1) / 4 + rng.normal(0, 0.02)}
+    rows = [{"method": m, "p": p, "seed": s, "test_accuracy": 0.9 - 0.3 * p * (i + 1) / 4 + rng.normal(0, 0.02)}
             for i, m in enumerate(["lt", "slt", "mplt", "mpslt"]) for p in (0.1, 0.5, 0.9) for s in range(3)]
-    rows += [{"method": m, "seed": s, "accuracy": a + rng.normal(0, 0.01)}
+    rows += [{"method": m, "seed": s, "test_accuracy": a + rng.normal(0, 0.01)}
              for m, a in (("ann", 0.93), ("snn", 0.91)) for s in range(3)]
-    rows += [stopped({"method": "mpslt", "p": 0.9, "seed": 3, "accuracy": 0.99}),
-             {"method": "mpslt", "p": 0.9, "seed": 4, "accuracy": np.nan, "run_status": "FAILED"}]
+    rows += [stopped({"method": "mpslt", "p": 0.9, "seed": 3, "test_accuracy": 0.99}),
+             {"method": "mpslt", "p": 0.9, "seed": 4, "test_accuracy": np.nan, "run_status": "FAILED"}]
     return runs_table(rows)
 
 
-def test_curve_data_is_groupby_mean_and_std_over_comparable_runs(p_sweep):
-    data = curve_data(p_sweep, "p")
-    rows = p_sweep[(p_sweep["run_status"] == "FINISHED") & p_sweep["full_budget"]]
-    expected = rows.groupby(["method", "p"])["accuracy"].agg(["mean", "std", "count"]).reset_index()
+def test_curve_data_is_mean_and_std_over_comparable_runs_by_hand():
+    runs = runs_table([{"method": "slt", "p": 0.1, "seed": s, "test_accuracy": a} for s, a in enumerate((0.5, 0.6, 0.7))]
+                      + [{"method": "slt", "p": 0.5, "test_accuracy": 0.4},
+                         {"method": "lt", "p": 0.1, "seed": 0, "test_accuracy": 0.8},
+                         {"method": "lt", "p": 0.1, "seed": 1, "test_accuracy": 0.6},
+                         stopped({"method": "slt", "p": 0.1, "seed": 3, "test_accuracy": 0.99}),
+                         {"method": "slt", "p": 0.5, "seed": 4, "test_accuracy": np.nan, "run_status": "FAILED"}])
+    data = curve_data(runs, "p")
     assert list(data.columns) == ["method", "p", "mean", "std", "n"]
-    pd.testing.assert_frame_equal(data[["method", "p", "mean", "std"]], expected[["method", "p", "mean", "std"]])
-    assert (data["n"] == expected["count"]).all() and (data.loc[data["method"] != "ann", "n"] == 3).all()
-    assert len(comparable(p_sweep)) == len(p_sweep) - 2
+    assert data[["method", "p", "n"]].values.tolist() == [["lt", 0.1, 2], ["slt", 0.1, 3], ["slt", 0.5, 1]]
+    np.testing.assert_allclose(data["mean"], [0.7, 0.6, 0.4])
+    np.testing.assert_allclose(data["std"][:2], [0.02 ** 0.5, 0.1])  # sample std (ddof 1): sqrt(0.02 / 1), sqrt(0.02 / 2)
+    assert np.isnan(data["std"].iloc[2])  # one run: no spread
+    assert len(comparable(runs)) == 6
 
 
 def test_p_sweep_plots_ticket_curves_and_dense_baselines(p_sweep):
@@ -71,14 +78,14 @@ def test_p_sweep_plots_ticket_curves_and_dense_baselines(p_sweep):
         np.testing.assert_allclose(curve.mean, expected.loc[curve.label, "mean"])
         np.testing.assert_allclose(curve.std, expected.loc[curve.label, "std"])
         assert all("n = 3" in text for text in curve.hover)
-    dense = p_sweep[p_sweep["method"] == "snn"]["accuracy"]
+    dense = p_sweep[p_sweep["method"] == "snn"]["test_accuracy"]
     snn = next(b for b in baselines if b.label.startswith("snn"))
     assert (snn.mean, snn.std, snn.n) == pytest.approx((dense.mean(), dense.std(), 3))
     assert snn.x == (0.1, 0.9) and {b.label.split(" ")[0] for b in baselines} == {"ann", "snn"}
 
 
 def test_single_runs_are_plain_points():
-    runs = runs_table([{"p": p, "accuracy": 0.8 - p / 10} for p in (0.1, 0.3, 0.5)])
+    runs = runs_table([{"p": p, "test_accuracy": 0.8 - p / 10} for p in (0.1, 0.3, 0.5)])
     (curve,) = layers(figure_specs(runs, None)[0], Curve)
     assert (curve.n == 1).all() and np.isnan(curve.std).all() and not any("±" in t for t in curve.hover)
 
@@ -86,15 +93,15 @@ def test_single_runs_are_plain_points():
 def test_decay_sweep_marks_the_best_run():
     rng = np.random.default_rng(1)
     decays = rng.uniform(0.05, 0.95, 12)
-    rows = [{"decay": d, "accuracy": 0.9 - (d - 0.6) ** 2 + rng.normal(0, 0.005)} for d in decays]
-    rows.append(stopped({"decay": 0.2, "accuracy": 0.999}))  # better early value: must not be the optimum
+    rows = [{"decay": d, "test_accuracy": 0.9 - (d - 0.6) ** 2 + rng.normal(0, 0.005)} for d in decays]
+    rows.append(stopped({"decay": 0.2, "test_accuracy": 0.999}))  # better early value: must not be the optimum
     runs = runs_table(rows)
     specs = figure_specs(runs, None)
     assert [s.name for s in specs] == ["accuracy_vs_decay"]
     (optimum,) = layers(specs[0], Optimum)
-    best = runs.loc[runs["full_budget"]].sort_values("accuracy").iloc[-1]
-    assert (optimum.x, optimum.y) == (best["decay"], best["accuracy"])
-    assert f"{best['decay']:.3g}" in optimum.text and f"{best['accuracy']:.4f}" in optimum.text
+    best = runs.loc[runs["full_budget"]].sort_values("test_accuracy").iloc[-1]
+    assert (optimum.x, optimum.y) == (best["decay"], best["test_accuracy"])
+    assert f"{best['decay']:.3g}" in optimum.text and f"{best['test_accuracy']:.4f}" in optimum.text
     (points,) = layers(specs[0], Points)
     assert list(points.values) == list(range(12))  # colour = order of trial (the stopped t012 is left out)
     assert list(points.x) == list(decays)
@@ -103,11 +110,11 @@ def test_decay_sweep_marks_the_best_run():
 def test_pq_grid_heatmap_cells_are_mean_accuracy():
     rng = np.random.default_rng(2)
     rows = [{"model": "spikformer-tiny", "method": "multisp-slt", "p": p, "q": q, "seed": s,
-             "accuracy": 0.9 - 0.2 * p - 0.1 * q + rng.normal(0, 0.01)}
+             "test_accuracy": 0.9 - 0.2 * p - 0.1 * q + rng.normal(0, 0.01)}
             for p in (0.2, 0.4, 0.6) for q in (0.0, 0.3, 0.6) for s in range(2)]
     runs = runs_table(rows[:-1])  # cell (0.6, 0.6) has one run
     mean, n = heatmap_data(runs)
-    expected = runs.groupby(["q", "p"])["accuracy"].mean()
+    expected = runs.groupby(["q", "p"])["test_accuracy"].mean()
     for (q, p), value in expected.items():
         assert mean.loc[q, p] == pytest.approx(value)
     assert list(mean.index) == [0.0, 0.3, 0.6] and list(mean.columns) == [0.2, 0.4, 0.6] and n.loc[0.6, 0.6] == 1
@@ -121,9 +128,9 @@ def test_pq_grid_heatmap_cells_are_mean_accuracy():
 
 
 def test_q_curves_use_transformers_only_and_dense_as_baselines():
-    rows = [{"model": "spikformer-tiny", "method": m, "q": q, "p": 0.4, "accuracy": 0.9 - q / 5}
+    rows = [{"model": "spikformer-tiny", "method": m, "q": q, "p": 0.4, "test_accuracy": 0.9 - q / 5}
             for m in ("multisp-lt", "multisp-slt") for q in (0.0, 0.3, 0.6)]
-    rows += [{"model": "spikformer-tiny", "method": m, "p": 0.4, "accuracy": 0.85} for m in ("pepsp-slt", "snn")]
+    rows += [{"model": "spikformer-tiny", "method": m, "p": 0.4, "test_accuracy": 0.85} for m in ("pepsp-slt", "snn")]
     specs = figure_specs(runs_table(rows), None)
     assert [s.name for s in specs] == ["accuracy_vs_q"]
     assert [c.label for c in layers(specs[0], Curve)] == ["multisp-lt", "multisp-slt"]
@@ -131,8 +138,8 @@ def test_q_curves_use_transformers_only_and_dense_as_baselines():
 
 
 def test_time_steps_with_ann_baseline():
-    rows = [{"T": t, "seed": s, "accuracy": 0.7 + t / 50 + s / 100} for t in (1, 2, 4) for s in range(2)]
-    rows.append({"method": "ann", "T": 1, "accuracy": 0.9})
+    rows = [{"T": t, "seed": s, "test_accuracy": 0.7 + t / 50 + s / 100} for t in (1, 2, 4) for s in range(2)]
+    rows.append({"method": "ann", "T": 1, "test_accuracy": 0.9})
     specs = figure_specs(runs_table(rows), None)
     assert [s.name for s in specs] == ["accuracy_vs_T"]
     assert [b.label for b in layers(specs[0], Baseline)] == ["ann (no T)"]
@@ -141,37 +148,37 @@ def test_time_steps_with_ann_baseline():
 def pareto_runs():
     rng = np.random.default_rng(3)
     rows = [{"p": rng.uniform(0.1, 0.9), "T": int(rng.choice([1, 2, 4])), "decay": rng.uniform(0.1, 0.9),
-             "accuracy": rng.uniform(0.5, 0.9), "energy_mj": rng.uniform(0.01, 0.1)} for _ in range(20)]
-    rows += [stopped({"accuracy": 0.99, "energy_mj": 0.001 * k}) for k in (1, 2)]
-    rows.append({"accuracy": np.nan, "energy_mj": np.nan, "run_status": "FAILED"})
+             "test_accuracy": rng.uniform(0.5, 0.9), "energy_mj": rng.uniform(0.01, 0.1)} for _ in range(20)]
+    rows += [stopped({"test_accuracy": 0.99, "energy_mj": 0.001 * k}) for k in (1, 2)]
+    rows.append({"test_accuracy": np.nan, "energy_mj": np.nan, "run_status": "FAILED"})
     return runs_table(rows)
 
 
 def test_pareto_scatter_draws_the_full_budget_front_and_stopped_runs_apart():
     runs = pareto_runs()
-    table = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")])
+    table = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")])
     spec = spec_named(figure_specs(runs, table), "pareto_accuracy_energy")
     (front,) = layers(spec, Front)
     expected = table[table["is_pareto"]].sort_values("energy_mj")
-    assert list(front.x) == list(expected["energy_mj"]) and list(front.y) == list(expected["accuracy"])
+    assert list(front.x) == list(expected["energy_mj"]) and list(front.y) == list(expected["test_accuracy"])
     assert np.all(np.diff(front.x) > 0) and np.all(np.diff(front.y) > 0)  # a staircase, accuracy up with energy
     faint = [p for p in layers(spec, Points) if p.faint]
     assert len(faint) == 1 and faint[0].label.startswith("early-stopped") and sorted(faint[0].x) == [0.001, 0.002]
     assert 0.001 not in front.x
     # even when ranked with the stopped runs, they are drawn faint and never on the front line
-    loose = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
+    loose = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
     assert 0.001 not in layers(spec_named(figure_specs(runs, loose), "pareto_accuracy_energy"), Front)[0].x
     assert "pareto_accuracy_energy" not in [s.name for s in figure_specs(runs, None)]
 
 
 def test_nothing_varies_no_figures(tmp_path):
-    runs = runs_table([{"seed": s, "accuracy": 0.8} for s in range(3)])
+    runs = runs_table([{"seed": s, "test_accuracy": 0.8} for s in range(3)])
     assert write_figures(runs, None, tmp_path / "figs") == []
 
 
 def test_files_are_png_and_offline_html(tmp_path):
     runs = pareto_runs()
-    table = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")])
+    table = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")])
     written = write_figures(runs, table, tmp_path / "figs")
     assert [w["name"] for w in written] == ["accuracy_vs_p", "accuracy_vs_T", "accuracy_vs_decay",
                                             "pareto_accuracy_energy"]

@@ -135,7 +135,7 @@ def check_sweep(storage: Path, tracking_uri: str, trials: int = 2) -> dict:
     for child in children:
         assert child.info.status == "FINISHED", child.info
         assert child.data.tags.get("status") == "finished"
-        assert 0.0 <= child.data.metrics["accuracy"] <= 1.0
+        assert 0.0 <= child.data.metrics["test_accuracy"] <= 1.0
     return {"record": record, "parent": parents[0], "children": children}
 
 

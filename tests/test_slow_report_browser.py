@@ -180,15 +180,15 @@ def sweep_frames() -> dict[str, pd.DataFrame]:
     """Small runs tables whose figures use every kind of layer: curves with seeds and single runs,
     dense baselines, sampled λ with the optimum, a (p, q) heatmap with an empty cell, a Pareto front."""
     rng = np.random.default_rng(0)
-    p_rows = [{"method": m, "p": p, "seed": s, "accuracy": 0.9 - p / (3 + k) + rng.normal(0, 0.01)}
+    p_rows = [{"method": m, "p": p, "seed": s, "test_accuracy": 0.9 - p / (3 + k) + rng.normal(0, 0.01)}
               for k, m in enumerate(("slt", "mpslt")) for p in (0.1, 0.5, 0.9) for s in range(3 if p < 0.9 else 1)]
-    p_rows += [{"method": "snn", "seed": s, "accuracy": 0.91 + s / 100} for s in range(3)]
-    decay_rows = [{"decay": d, "accuracy": 0.9 - (d - 0.6) ** 2} for d in rng.uniform(0.05, 0.95, 8)]
-    grid_rows = [{"model": "spikformer-tiny", "method": "multisp-slt", "p": p, "q": q, "accuracy": 0.9 - p / 4 - q / 8}
+    p_rows += [{"method": "snn", "seed": s, "test_accuracy": 0.91 + s / 100} for s in range(3)]
+    decay_rows = [{"decay": d, "test_accuracy": 0.9 - (d - 0.6) ** 2} for d in rng.uniform(0.05, 0.95, 8)]
+    grid_rows = [{"model": "spikformer-tiny", "method": "multisp-slt", "p": p, "q": q, "test_accuracy": 0.9 - p / 4 - q / 8}
                  for p in (0.2, 0.6) for q in (0.0, 0.3, 0.6) if (p, q) != (0.6, 0.6)]
-    pareto_rows = [{"p": rng.uniform(0.1, 0.9), "T": int(rng.choice([1, 2])), "accuracy": rng.uniform(0.5, 0.9),
+    pareto_rows = [{"p": rng.uniform(0.1, 0.9), "T": int(rng.choice([1, 2])), "test_accuracy": rng.uniform(0.5, 0.9),
                     "energy_mj": rng.uniform(0.01, 0.1)} for _ in range(12)]
-    pareto_rows.append(stopped({"accuracy": 0.99, "energy_mj": 0.001}))
+    pareto_rows.append(stopped({"test_accuracy": 0.99, "energy_mj": 0.001}))
     return {"p": runs_table(p_rows), "decay": runs_table(decay_rows), "balance": runs_table(grid_rows),
             "pareto": runs_table(pareto_rows)}
 
@@ -199,7 +199,7 @@ def site(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     root = tmp_path_factory.mktemp("site")
     figures = {}
     for sweep, runs in sweep_frames().items():
-        pareto = pareto_table(runs, [("accuracy", "max"), ("energy_mj", "min")]) if sweep == "pareto" else None
+        pareto = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")]) if sweep == "pareto" else None
         for figure in write_figures(runs, pareto, root / sweep):
             figures.setdefault(figure["name"], figure)
     items = "\n".join(f'<li><h2>{f["title"]}</h2><a href="{f["html"].relative_to(root)}">interactive</a>'
@@ -274,7 +274,7 @@ def test_slt_report_index_and_a_figure_render_in_chromium(tmp_path):
                                                   "early_stopped": "false"}).info.run_id
         for key, value in {"method": "mpslt", "model": "vgg9", "dataset": "digits", "decay": decay, "p": 0.5}.items():
             client.log_param(run, key, str(value))
-        client.log_metric(run, "accuracy", 0.5 + 0.3 * decay - 0.3 * decay ** 2)
+        client.log_metric(run, "test_accuracy", 0.5 + 0.3 * decay - 0.3 * decay ** 2)
         client.log_metric(run, "energy_mj", 0.01 * (1 + decay))
         client.set_terminated(run, "FINISHED")
     report = write_report("decay", uri, tmp_path / "report")
@@ -297,7 +297,7 @@ def test_slt_dashboard_optuna_serves_the_study_on_loopback(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "dashboards.cli", "dashboard", "optuna", "--study", "sweep-1",
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "dashboard", "optuna", "--study", "sweep-1",
                                "--storage", storage, "--port", str(port)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -34,7 +34,7 @@ def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
     done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--set", "num_samples=3", "--set", "base.epochs=1"),
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "3 trials, 0 failed" in done.stdout and "best accuracy" in done.stdout
+    assert "3 trials, 0 failed" in done.stdout and "best test_accuracy" in done.stdout
     client, parents, kids = children(tmp_path)
     assert len(parents) == 1 and len(kids) == 3
     assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
@@ -80,7 +80,7 @@ def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
             pass
     client, _, before = children(tmp_path)
     finished_before = {k.data.tags["trial_id"] for k in before if k.info.status == "FINISHED"}
-    steps_before = {k.data.tags["trial_id"]: len(client.get_metric_history(k.info.run_id, "accuracy")) for k in before}
+    steps_before = {k.data.tags["trial_id"]: len(client.get_metric_history(k.info.run_id, "test_accuracy")) for k in before}
 
     resumed = subprocess.run(sweep_cmd(tmp_path, "decay_rate", *settings, "--resume"), cwd=tmp_path,
                              capture_output=True, text=True, timeout=900)
@@ -101,7 +101,7 @@ def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
         assert sorted(set(steps)) == [1, 2, 3]
         assert steps.count(1) == 1, f"trial {kid.data.tags['trial_id']} restarted from scratch: {steps}"
         if kid.data.tags["trial_id"] in finished_before:  # finished trials were not run again
-            assert len(client.get_metric_history(kid.info.run_id, "accuracy")) == steps_before[kid.data.tags["trial_id"]]
+            assert len(client.get_metric_history(kid.info.run_id, "test_accuracy")) == steps_before[kid.data.tags["trial_id"]]
 
 
 def test_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path):
@@ -151,7 +151,7 @@ profiles:
     stopped = [k for k in kids if k.data.tags["early_stopped"] == "true"]
     assert stopped, "ASHA stopped no trial"
     for kid in kids:
-        epochs = len(client.get_metric_history(kid.info.run_id, "accuracy"))
+        epochs = len(client.get_metric_history(kid.info.run_id, "test_accuracy"))
         assert (kid.data.tags["full_budget"] == "true") == (epochs == 3)
         assert (kid in stopped) == (epochs < 3)
 

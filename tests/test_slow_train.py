@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def slt_train(out, cifar10_dir, method, seed=0):
-    subprocess.run([sys.executable, "-m", "slt.cli", "train", "--model", "vgg9", "--method", method,
+    subprocess.run([sys.executable, "-m", "app.cli", "train", "--model", "vgg9", "--method", method,
                     "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--subset", "2000", "--epochs", "2",
                     "--width", "0.25", "--seed", str(seed), "--out", str(out), "--quiet"], check=True)
     return json.loads((out / "metrics.json").read_text())
@@ -29,7 +29,7 @@ def test_vgg9_on_cifar10_subset_beats_chance_and_is_reproducible(tmp_path, cifar
 @pytest.mark.parametrize("method", ["lt", "slt", "mplt", "mpslt"])
 def test_vgg9_tickets_on_cifar10_subset_beat_chance_at_exact_sparsity(tmp_path, cifar10_dir, method):
     out = tmp_path / method
-    subprocess.run([sys.executable, "-m", "slt.cli", "train", "--model", "vgg9", "--method", method, "--p", "0.5",
+    subprocess.run([sys.executable, "-m", "app.cli", "train", "--model", "vgg9", "--method", method, "--p", "0.5",
                     "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--subset", "2000", "--epochs", "3",
                     "--width", "0.25", "--out", str(out), "--quiet"], check=True)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -12,7 +12,7 @@ NARROW = ["--model", "spikformer-tiny", "--depth", "2", "--embed-dim", "64", "--
 
 
 def slt_train(out, cifar10_dir, *options):
-    subprocess.run([sys.executable, "-m", "slt.cli", "train", *NARROW, *options, "--dataset", "cifar10",
+    subprocess.run([sys.executable, "-m", "app.cli", "train", *NARROW, *options, "--dataset", "cifar10",
                     "--data-dir", str(cifar10_dir), "--subset", "2000", "--seed", "0", "--out", str(out), "--quiet"],
                    check=True)
     return json.loads((out / "metrics.json").read_text())

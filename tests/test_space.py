@@ -6,7 +6,7 @@ import time
 import pytest
 
 from slt.errors import InputError
-from sweep.cli import main
+from app.sweep import main
 from sweep.engine import grid_variants, param_space, seed_points
 from sweep.space import PROFILES, load_space
 
@@ -50,7 +50,7 @@ profiles:
     (GOOD, ["base.p=1.0"], "base.p"),
     (GOOD, ["nonsense"], "set"),
     (GOOD.replace("type: uniform, low: 0.1, high: 0.9", "type: grid, values: [0.2, 0.8]"), [], "searched.decay"),
-    (GOOD, ["objectives=[{metric: accuracy, mode: max}, {metric: energy_mj, mode: min}]",
+    (GOOD, ["objectives=[{metric: test_accuracy, mode: max}, {metric: energy_mj, mode: min}]",
             "search.algorithm=grid", "searched={}"], "objectives"),
 ])
 def test_bad_space_is_one_line_naming_the_field(tmp_path, text, overrides, field):

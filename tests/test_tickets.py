@@ -1,25 +1,18 @@
 import json
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from slt.cli import main
+from app.cli import main
+from conftest import TINY
 from slt.config import make_config
-from slt.data import load_dataset
 from slt.models import build_model, count_parameters
-from slt.tickets import make_ticket, sparsity_report, start_finetune, ticket_layers
+from slt.tickets import BinaryActivation, make_ticket, sparsity_report, start_finetune, ticket_layers
 from slt.tickets.binary import BiRealSign
 from slt.tickets.supermask import TicketConv2d, TicketLinear
 from slt.train import TrainingRun, evaluate
-
-TINY = dict(model="vgg9", dataset="digits", image_size=16, subset=200, width=0.125, T=2, batch_size=50)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=16, subset=200)
-
 
 def ticket_linear(kind, p, inputs=4, outputs=1):
     layer = make_ticket(nn.Sequential(nn.Linear(inputs, outputs, bias=False)), kind, p)[0]
@@ -104,11 +97,25 @@ def test_search_changes_scores_not_weights_and_bn_affine_stays_fixed(digits):
         n for n in before if n.endswith("scores")}
 
 
-def test_mplt_uses_binary_activations_and_trains(digits):
+def test_mplt_uses_binary_activations_and_trains_only_scores(digits):
     run = TrainingRun(make_config(**TINY, method="mplt", p=0.5, epochs=1), digits)
     assert not any(isinstance(m, nn.ReLU) for m in run.model.modules())
     assert run.model.T == 1
-    run.run_epoch()
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
+             for m in run.model.modules() if isinstance(m, BinaryActivation)]
+    run.model.eval()
+    run.model(run.pipeline(run.test_split.inputs[:8], augment=False))
+    for hook in hooks:
+        hook.remove()
+    assert len(outputs) == 8 and all(set(o.unique().tolist()) == {-1.0, 1.0} for o in outputs)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    metrics = run.run_epoch()
+    after = run.model.state_dict()
+    assert math.isfinite(metrics["train_loss"])
+    changed = {k for k in before if not torch.equal(before[k], after[k]) and not k.endswith("running_mean")
+               and not k.endswith("running_var") and not k.endswith("num_batches_tracked")}
+    assert changed == {k for k in before if k.endswith("scores")}
 
 
 def test_finetune_freezes_mask_and_trains_kept_weights(digits):
@@ -132,8 +139,6 @@ def test_finetune_resumes_bit_for_bit(digits):
     cfg = make_config(**TINY, method="slt", p=0.5, epochs=1, finetune_epochs=1)
     straight = TrainingRun(cfg, digits)
     straight.run_epoch(), straight.run_epoch()
-    first = TrainingRun(cfg, digits)
-    first.run_epoch(), first.run_epoch()
     resumed = TrainingRun(cfg, digits)
     interrupted = TrainingRun(cfg, digits)
     interrupted.run_epoch()

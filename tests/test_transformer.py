@@ -8,13 +8,12 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from slt.cli import main
+from app.cli import main
 from slt.config import make_config
-from slt.data import load_dataset
 from slt.energy import measure_energy
 from slt.errors import InputError
 from slt.models import build_model, count_parameters
-from slt.models.neurons import LIF
+from slt.models.neurons import LIF, Units
 from slt.models.spikformer import Block, MatMul
 from slt.tickets import BinaryActivation, make_ticket, ticket_layers
 from slt.tickets.patches import TopTokens, kept_tokens, start_patch_pruning, token_scores
@@ -22,11 +21,6 @@ from slt.train import TrainingRun, plan_phases
 
 DIMS = dict(depth=2, embed_dim=16, heads=2)
 RUN = dict(model="spikformer-tiny", dataset="digits", image_size=16, subset=200, T=2, batch_size=50, p=0.4, **DIMS)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", image_size=16, subset=200)
 
 
 def small(spiking=True, T=2, image_size=16, in_channels=3, **dims):
@@ -141,7 +135,7 @@ def test_q_zero_gives_the_same_output_as_no_pruning(spiking):
 @pytest.mark.parametrize("tokens", [1, 5, 16, 23])
 def test_blocks_accept_any_token_count(spiking, tokens):
     T = 2 if spiking else 1
-    block = Block(16, 2, unit="lif" if spiking else "relu", T=T, decay=0.5)
+    block = Block(16, 2, units=Units(spiking, T, 0.5))
     x = torch.rand(T * 3, tokens, 16)
     assert block(x).shape == x.shape
 

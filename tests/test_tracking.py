@@ -1,0 +1,115 @@
+"""The MLflow sweep callback with fake trials (no Ray cluster): one child run per trial, every epoch
+logged once, backfill after a driver restart; and the tags that close lost trials."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import runrecord
+from sweep.tracking import MlflowSweepCallback, close_lost_trials
+
+TAGS = {"sweep": "toy-demo-1", "profile": "demo"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("toy", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="toy-demo-1").info.run_id
+    return SimpleNamespace(uri=uri, client=client, experiment=experiment, parent=parent)
+
+
+def driver(store) -> MlflowSweepCallback:
+    """A fresh callback, as a (re)started driver has."""
+    return MlflowSweepCallback(store.uri, store.experiment, store.parent, TAGS)
+
+
+def trial(trial_id="t1", checkpoint=None, last_result=None):
+    return SimpleNamespace(trial_id=trial_id, config={"method": "slt", "variant": {"p": 0.7, "seed": 1}},
+                           checkpoint=checkpoint, last_result=last_result or {}, error_file=None)
+
+
+def epoch(n: int, total: int = 3) -> dict:
+    return {"epoch": n, "test_accuracy": 0.1 * n, "test_loss": 2.0 - n / 10, "train_accuracy": 0.2,
+            "train_loss": 1.5, "energy_mj": 0.01, "phase": "search", "timestamp": 1000 + n,
+            "full_budget": n == total}
+
+
+def children(store):
+    return store.client.search_runs([store.experiment],
+                                    filter_string=f"tags.`{runrecord.PARENT_TAG}` = '{store.parent}'")
+
+
+def steps(store, run_id, metric="test_accuracy"):
+    return sorted(m.step for m in store.client.get_metric_history(run_id, metric))
+
+
+def test_one_child_run_per_trial_with_its_params_across_restarts(store):
+    first = driver(store)
+    first.on_trial_start(0, [], trial("t1"))
+    first.on_trial_restore(0, [], trial("t1"))
+    first.on_trial_start(0, [], trial("t2"))
+    driver(store).on_trial_restore(0, [], trial("t1"))  # a restarted driver finds the run by its trial_id tag
+    runs = children(store)
+    assert sorted(r.data.tags[runrecord.TRIAL_TAG] for r in runs) == ["t1", "t2"]
+    t1 = next(r for r in runs if r.data.tags[runrecord.TRIAL_TAG] == "t1")
+    assert (t1.data.params["p"], t1.data.params["seed"], t1.data.params["method"]) == ("0.7", "1", "slt")
+    assert t1.data.params["T"] == "4" and t1.data.tags["sweep"] == "toy-demo-1" and t1.info.status == "RUNNING"
+
+
+def test_each_epoch_is_logged_once_even_when_reported_again(store):
+    first = driver(store)
+    for n in (1, 2):
+        first.on_trial_result(0, [], trial(), epoch(n))
+    first.on_trial_result(0, [], trial(), epoch(2))  # a resumed trial reports its last epoch again
+    driver(store).on_trial_result(0, [], trial(), epoch(2))  # ... also to a restarted driver
+    (run,) = children(store)
+    assert steps(store, run.info.run_id) == [1, 2]
+    assert steps(store, run.info.run_id, "full_budget") == [1, 2]
+    assert "phase" not in run.data.metrics and "timestamp" not in run.data.metrics
+
+
+def test_backfill_after_a_driver_restart_logs_the_missed_epochs_once(store, tmp_path):
+    driver(store).on_trial_result(0, [], trial(), epoch(1))
+    # the driver was down while the trial reported epochs 2 and 3; its final checkpoint holds the record
+    checkpoint = tmp_path / "checkpoint_000002"
+    checkpoint.mkdir()
+    history = [{k: v for k, v in epoch(n).items() if k not in ("timestamp", "full_budget")} for n in (1, 2, 3)]
+    (checkpoint / runrecord.METRICS_FILE).write_text(json.dumps(
+        {"history": history, "total_epochs": 3, "sparsity": {"pruned_fraction": 0.7}}))
+    (checkpoint / runrecord.ENERGY_TABLE_FILE).write_text("[]")
+    done = trial(checkpoint=SimpleNamespace(path=str(checkpoint)), last_result={**epoch(3), "full_budget": True})
+    driver(store).on_trial_complete(0, [], done)
+    (run,) = children(store)
+    run_id = run.info.run_id
+    assert steps(store, run_id) == [1, 2, 3]
+    assert [m.value for m in sorted(store.client.get_metric_history(run_id, "full_budget"), key=lambda m: m.step)] \
+        == [0.0, 0.0, 1.0]
+    assert run.info.status == "FINISHED" and run.data.metrics["pruned_fraction"] == 0.7
+    assert {k: run.data.tags[k] for k in ("status", "full_budget", "early_stopped")} == {
+        "status": "finished", "full_budget": "true", "early_stopped": "false"}
+    assert sorted(a.path for a in store.client.list_artifacts(run_id)) == [runrecord.ENERGY_TABLE_FILE,
+                                                                           runrecord.METRICS_FILE]
+
+
+def test_a_stopped_trial_is_finished_and_early_stopped(store):
+    callback = driver(store)
+    callback.on_trial_result(0, [], trial(), epoch(1))
+    callback.on_trial_complete(0, [], trial(last_result=epoch(1)))
+    (run,) = children(store)
+    assert (run.info.status, run.data.tags["full_budget"], run.data.tags["early_stopped"]) == (
+        "FINISHED", "false", "true")
+
+
+def test_lost_trials_are_closed_killed_with_a_reason_and_known_ones_kept(store):
+    callback = driver(store)
+    callback.on_trial_start(0, [], trial("known"))
+    callback.on_trial_start(0, [], trial("lost"))
+    close_lost_trials(store.client, store.experiment, store.parent, {"known"})
+    runs = {r.data.tags[runrecord.TRIAL_TAG]: r for r in children(store)}
+    assert runs["known"].info.status == "RUNNING"
+    assert runs["lost"].info.status == "KILLED" and runs["lost"].data.tags["status"] == "lost"
+    assert "driver was killed" in runs["lost"].data.tags["reason"]
