@@ -60,8 +60,10 @@ class TrainConfig(BaseModel):
     # tickets (methods lt, slt, mplt, mpslt and the transformers' pepsp/multisp)
     p: float = _field(0.5, "tickets: fraction of each prunable layer's weights pruned (k = 1 - p kept)",
                       "a number in [0, 1) (fraction of weights pruned)", ge=0.0, lt=1.0)
-    weight_init: Literal["signed_constant", "kaiming_normal"] = _field(
-        "signed_constant", "tickets: init of the frozen random weights")
+    weight_init: Literal["kaiming_normal", "signed_constant"] = _field(
+        "kaiming_normal", "tickets: init of the frozen random weights (kaiming_normal: real-valued, so a multi-prize "
+                          "ticket's sign(w)·α differs from w; signed_constant: edge-popup's best, with which a "
+                          "multi-prize ticket equals the plain one)")
     dense_first: bool = _field(False, "tickets: keep the first conv dense and trained")
     dense_last: bool = _field(False, "tickets: keep the last linear dense and trained")
     global_threshold: bool = _field(False, "tickets: one |score| threshold across all layers (default: exact top-k "

@@ -3,6 +3,7 @@
 Everything returns plain dicts of numbers so the CLI, a Ray Tune trainable or a notebook can use it.
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from slt.models import build_model, count_parameters
 from slt.models.neurons import LIF
 from slt.tickets import make_ticket, sparsity_report, start_finetune
 from slt.tickets.patches import kept_tokens, start_patch_pruning
+
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,6 +120,9 @@ def build_network(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
                         image_size=image_size, spiking=cfg.spiking, T=cfg.time_steps, decay=cfg.decay,
                         width=cfg.width, **model_options(cfg))
     method = cfg.method_info
+    if method.ticket == "biprop" and cfg.weight_init == "signed_constant":
+        logger.warning("slt: warning: weight_init signed_constant makes every |w| of a layer equal, so %s's "
+                       "sign(w)·α·mask is w·mask: the multi-prize ticket equals the plain one", cfg.method)
     if method.ticket:
         make_ticket(model, method.ticket, cfg.p, weight_init=cfg.weight_init, dense_first=cfg.dense_first,
                     dense_last=cfg.dense_last, global_threshold=cfg.global_threshold,

@@ -9,7 +9,7 @@ from app.cli import main
 from conftest import TINY
 from slt.config import make_config
 from slt.models import build_model, count_parameters
-from slt.tickets import BinaryActivation, make_ticket, sparsity_report, start_finetune, ticket_layers
+from slt.tickets import BinaryActivation, make_ticket, sparsity_report, ticket_layers
 from slt.tickets.binary import BiRealSign
 from slt.tickets.supermask import TicketConv2d, TicketLinear
 from slt.train import TrainingRun, evaluate
@@ -70,7 +70,7 @@ def test_biprop_alpha_is_mean_kept_magnitude_and_weights_are_ternary():
 
 def test_signed_constant_init_and_frozen_weight_values():
     torch.manual_seed(0)
-    conv = make_ticket(nn.Sequential(nn.Conv2d(4, 6, 3)), "supermask", 0.5)[0]
+    conv = make_ticket(nn.Sequential(nn.Conv2d(4, 6, 3)), "supermask", 0.5, weight_init="signed_constant")[0]
     assert isinstance(conv, TicketConv2d)
     assert conv.weight.abs().unique().tolist() == pytest.approx([(2.0 / (4 * 9)) ** 0.5])
 
@@ -214,3 +214,24 @@ def test_p_outside_range_refused(capsys, tmp_path, p):
     err = capsys.readouterr().err
     assert err.startswith("slt: error: p: ") and "[0, 1)" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_plain_and_multi_prize_tickets_differ_by_default(digits):
+    """Kaiming-normal weights (the default) have many magnitudes, so sign(w)·α·mask is not w·mask."""
+    slt_run = TrainingRun(make_config(**TINY, method="slt", p=0.5, epochs=1, seed=4), digits)
+    mpslt_run = TrainingRun(make_config(**TINY, method="mpslt", p=0.5, epochs=1, seed=4), digits)
+    for (name, plain), (_, prize) in zip(ticket_layers(slt_run.model).items(), ticket_layers(mpslt_run.model).items()):
+        assert torch.equal(plain.weight, prize.weight) and torch.equal(plain.mask(), prize.mask()), name
+        w_plain, w_prize = plain.effective_weight().detach(), prize.effective_weight().detach()
+        assert (w_plain - w_prize).abs().max() > 0.1 * w_plain.abs().max(), name
+        assert w_prize[prize.mask() > 0].abs().unique().numel() == 1 < w_plain[plain.mask() > 0].abs().unique().numel()
+    assert slt_run.run_epoch()["train_loss"] != mpslt_run.run_epoch()["train_loss"]
+
+
+def test_signed_constant_for_a_multi_prize_ticket_says_it_equals_the_plain_one(digits, caplog):
+    with caplog.at_level("WARNING", logger="slt.train"):
+        TrainingRun(make_config(**TINY, method="slt", weight_init="signed_constant"), digits)
+        assert caplog.text == ""
+        TrainingRun(make_config(**TINY, method="mpslt", weight_init="signed_constant"), digits)
+    (line,) = caplog.text.strip().splitlines()
+    assert "mpslt" in line and "equals the plain one" in line

@@ -44,7 +44,7 @@ def _within(name: str, only: str | None) -> bool:
     return only is None or name == only or name.startswith(only + ".")
 
 
-def make_ticket(model: nn.Module, kind: str, p: float, *, weight_init: str = "signed_constant",
+def make_ticket(model: nn.Module, kind: str, p: float, *, weight_init: str = "kaiming_normal",
                 dense_first: bool = False, dense_last: bool = False, global_threshold: bool = False,
                 binary_activations: bool = False, only: str | None = None) -> nn.Module:
     """Turn `model` into a ticket in place and return it.
