@@ -4,8 +4,13 @@ For every conv/linear layer l: MACs_l per image per time step (from its shapes) 
 firing rate of the spikes entering it (fraction of ones per element per time step, measured on
 a batch). Then
     E_ANN = e_mac · Σ_l MACs_l
-    E_SNN = e_mac · MACs_first + e_ac · Σ_{l ≥ 2} fr_l · T · MACs_l        (paper convention)
-and a sparsity-aware variant that scales each layer's operations by its kept-weight fraction.
+    E_SNN = e_mac · P · MACs_first + e_ac · Σ_{l ≥ 2} fr_l · T · MACs_l    (paper convention)
+where P, the first layer's `passes` per image, is 1 for static images (direct encoding runs the first
+conv once and feeds its current at every step) and T for event input [T, B, 2, H, W] (T different
+frames, so the first conv runs T times). The ANN twin (T = 1) sums the event frames into one image
+(slt.models.encoding.encode), so its first layer runs once. P is measured (samples the layer
+processed / batch), and every row reports it. A sparsity-aware variant scales each layer's
+operations by its kept-weight fraction.
 Layers fed by non-binary tensors (the first layer's pixels, avg-pooled spikes, the transformer's
 residual stream of summed spikes) use the mean input value as fr and are flagged `binary_input: false`.
 
@@ -27,7 +32,9 @@ cross-check. Where its conventions differ from the paper's:
   product), fewer than fr_Q·T·MACs; attn·V it counts exactly as we do (V's spikes x L);
 - it does not skip zero (pruned) weights, so it matches the dense-connectivity figure;
 - it would count a first conv repeated over T as T MAC passes; our direct encoding runs the first
-  conv once per image, so both count it once.
+  conv once per image, so both count it once; on event input the first conv runs on T different
+  frames, so both count it T times (op_counter as MACs only if the frames are non-binary: event
+  counts of 0/1 alone would be counted as SynOps).
 """
 
 import torch
@@ -60,7 +67,7 @@ def layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torc
 
 
 class _LayerProbe:
-    """Forward hooks on every conv/linear/MatMul: MACs per sample, spike-input ones/sum and count, binary flag."""
+    """Forward hooks on every conv/linear/MatMul: MACs per sample, samples run, input sum and count, binary flag."""
 
     def __init__(self, model: nn.Module):
         self.stats: dict[str, dict] = {}
@@ -71,7 +78,8 @@ class _LayerProbe:
         def hook(module, inputs, output):
             x = inputs[getattr(module, "spike_operand", 0)].detach()
             entry = self.stats.setdefault(name, {"macs": layer_macs(module, inputs, output), "sum": 0.0, "count": 0,
-                                                 "binary": True, "order": len(self.stats)})
+                                                 "samples": 0, "binary": True, "order": len(self.stats)})
+            entry["samples"] += output.shape[0]  # images x time steps this layer ran on (time folded into batch)
             entry["sum"] += float(x.sum(dtype=torch.float64))
             entry["count"] += x.numel()
             entry["binary"] &= bool(((x == 0) | (x == 1)).all())
@@ -107,7 +115,9 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
     """Energy per image of `model` on the batch `inputs` (as the model takes them), in millijoules.
 
     Returns totals (energy_mj, energy_mj_sparse, energy_mj_opcounter and its relative difference,
-    macs, sops, mean_firing_rate) and `layers`, a per-layer table.
+    macs, sops, mean_input_spike_rate) and `layers`, a per-layer table. `macs` is per image per time
+    step; `passes` is how many times per image the layer ran (T, or 1 for the first layer on static
+    images and for every layer of the ANN twin); MAC rows are charged e_mac · macs · passes.
     """
     batch = inputs.shape[1] if inputs.dim() == 5 else inputs.shape[0]
     was_training = model.training
@@ -124,11 +134,10 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         first = index == 0
         macs = entry["macs"]
         keep = kept.get(name, 1.0)
-        row = {"layer": name, "macs": macs, "kept_fraction": keep, "binary_input": entry["binary"]}
-        if not spiking:
-            row.update(firing_rate=None, sops=0.0, energy_pj=e_mac_pj * macs)
-        elif first:  # real-valued input, computed once per image: MACs, not SOPs
-            row.update(firing_rate=None, sops=0.0, energy_pj=e_mac_pj * macs)
+        passes = entry["samples"] // batch
+        row = {"layer": name, "macs": macs, "passes": passes, "kept_fraction": keep, "binary_input": entry["binary"]}
+        if not spiking or first:  # ANN, or real-valued input (once per static image, T times on event frames): MACs
+            row.update(firing_rate=None, sops=0.0, energy_pj=e_mac_pj * macs * passes)
         else:
             rate = entry["sum"] / entry["count"]
             sops = rate * T * macs
@@ -140,7 +149,7 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         "T": T if spiking else 1,
         "macs": sum(r["macs"] for r in layers),
         "sops": sum(r["sops"] for r in layers),
-        "mean_firing_rate": _mean_spike_rate(layers) if spiking else None,
+        "mean_input_spike_rate": _mean_input_spike_rate(layers) if spiking else None,
         "energy_mj": sum(r["energy_pj"] for r in layers) / PJ_PER_MJ,
         "energy_mj_sparse": sum(r["energy_pj_sparse"] for r in layers) / PJ_PER_MJ,
         "e_mac_pj": e_mac_pj,
@@ -154,8 +163,9 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
     return {**totals, "layers": layers}
 
 
-def _mean_spike_rate(layers: list[dict]) -> float | None:
-    """Mean firing rate over the layers fed by spikes (binary inputs); sums of spikes are not rates."""
+def _mean_input_spike_rate(layers: list[dict]) -> float | None:
+    """Mean over the layers fed by spikes (binary inputs) of the spike rate entering each; sums of spikes are not
+    rates. Not the training metrics' mean_firing_rate, which averages the LIF units' output rates."""
     rates = [r["firing_rate"] for r in layers if r["firing_rate"] is not None and r["binary_input"]]
     return sum(rates) / len(rates) if rates else None
 
