@@ -88,14 +88,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     resolve_device(cfg.device)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, frames=cfg.T, image_size=cfg.image_size,
-                           label_kind=cfg.label_kind, subset=cfg.subset)
+                           label_kind=cfg.label_kind, subset=cfg.subset, val_fraction=cfg.val_fraction)
     run = TrainingRun(cfg, dataset, progress=not args.quiet)
     started = time.perf_counter()
     while not run.done:
         m = run.run_epoch()
         if not args.quiet:
             print(f"epoch {m['epoch']}/{run.total_epochs} ({m['phase']}): train loss {m['train_loss']:.4f} "
-                  f"acc {m['train_accuracy']:.4f} | test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}"
+                  f"acc {m['train_accuracy']:.4f} | val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.4f}"
+                  f" | test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}"
                   f" | {m['epoch_time_s']:.1f} s", file=sys.stderr)
     wall = time.perf_counter() - started
     metrics = runrecord.final_record(run, run.energy(), wall_time_s=wall)
@@ -105,8 +106,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ticket = f" at p={cfg.p} (pruned {metrics['sparsity']['pruned_fraction']:.4f})" if cfg.is_ticket else ""
     if cfg.method_info.patch_pruning:
         ticket += f", q={cfg.q} ({metrics['tokens_kept']} of {metrics['tokens']} tokens)"
-    print(f"{cfg.model} {cfg.method}{ticket} on {cfg.dataset}: test accuracy {metrics['test_accuracy']:.4f} after "
-          f"{run.total_epochs} epochs ({wall:.0f} s, {len(run.train_split)} training images) -> {out}")
+    print(f"{cfg.model} {cfg.method}{ticket} on {cfg.dataset}: validation accuracy {metrics['val_accuracy']:.4f}, "
+          f"test accuracy {metrics['test_accuracy']:.4f} after {run.total_epochs} epochs ({wall:.0f} s, "
+          f"{len(run.train_split)} training / {len(run.val_split)} validation images) -> {out}")
     return 0
 
 
@@ -139,10 +141,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = restore_run(args.checkpoint, args.data_dir, args.device)
     cfg = run.cfg
+    val = evaluate(run.model, run.val_split, run.pipeline, batch_size=cfg.batch_size, desc="val")
     result = evaluate(run.model, run.test_split, run.pipeline, batch_size=cfg.batch_size)
     report = {"checkpoint": args.checkpoint, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset,
-              "epoch": run.epoch, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-              "mean_firing_rate": result["mean_firing_rate"]}
+              "epoch": run.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+              "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+              "mean_firing_rate": val["mean_firing_rate"]}
     if cfg.is_ticket:
         from slt.tickets import sparsity_report
 
@@ -155,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 ENERGY_TOTALS = ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "opcounter_relative_difference", "macs",
-                 "sops", "mean_firing_rate")
+                 "sops", "mean_input_spike_rate")
 
 
 def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, "TrainConfig"]:
@@ -225,7 +229,8 @@ def add_commands(sub) -> None:
     energy.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate / synaptic operation (default 0.9)")
     energy.set_defaults(func=cmd_energy)
 
-    evaluation = sub.add_parser("eval", help="reload a saved run (dense or ticket) and evaluate it on its test split")
+    evaluation = sub.add_parser("eval", help="reload a saved run (dense or ticket) and evaluate it on its "
+                                             "validation and test splits")
     evaluation.add_argument("--checkpoint", required=True, help="the --out folder of an `slt train` run")
     evaluation.add_argument("--data-dir", default=None, help="read the data from here instead of the recorded path")
     evaluation.add_argument("--device", default=None, help="[auto, cpu, cuda]")

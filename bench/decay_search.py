@@ -2,12 +2,13 @@
 
 The λ -> accuracy response is real: `--record` trains the decay-rate sweep's demo configuration
 (spiking multi-prize ticket, VGG-9 width 0.25 on bundled digits at 16x16, 3 epochs) at every λ of a
-fine grid (0.05, 0.07, ..., 0.95: 46 points) and several seeds, and writes
-bench/data/decay_response_digits.csv (rows already there are kept; an interrupted recording goes on).
-Without `--record` the benchmark replays that recording: the product's own GP sampler and seed
-points (sweep.engine, decay_rate space) propose λ in batches of the sweep's parallel trials, each
-proposal is snapped to the grid and answered with the recorded seed-mean accuracy, and we count the
-trials until it proposes the grid's best λ, over several sampler seeds.
+fine grid (0.05, 0.07, ..., 0.95: 46 points) and several seeds, and writes validation and test
+accuracy to bench/data/decay_response_digits.csv (rows already there are kept; an interrupted
+recording goes on). Without `--record` the benchmark replays that recording: the product's own GP
+sampler and seed points (sweep.engine, decay_rate space) propose λ in batches of the sweep's
+parallel trials, each proposal is snapped to the grid and answered with the recorded seed-mean
+validation accuracy (what the sweep's searcher reads), and we count the trials until it proposes the
+grid's best λ, over several sampler seeds.
 
 Usage: python -m bench.decay_search [--record] [--searches 10]
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 
 RESPONSE_FILE = Path(__file__).parent / "data" / "decay_response_digits.csv"
 GRID = [round(0.05 + 0.02 * i, 2) for i in range(46)]  # 0.05 ... 0.95, the same bounds as decay_rate.yaml
-FIELDS = ["decay", "seed", "accuracy", "seconds"]
+FIELDS = ["decay", "seed", "val_accuracy", "test_accuracy", "seconds"]
+SIGNAL = "val_accuracy"  # the searcher's signal; test accuracy is recorded beside it, never replayed
 
 
 def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
@@ -52,10 +54,12 @@ def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
                 run = TrainingRun(make_config(**base, decay=decay, seed=seed), data)
                 for _ in range(run.total_epochs):
                     epoch = run.run_epoch()
-                writer.writerow({"decay": decay, "seed": seed, "accuracy": round(epoch["test_accuracy"], 6),
+                writer.writerow({"decay": decay, "seed": seed, "val_accuracy": round(epoch["val_accuracy"], 6),
+                                 "test_accuracy": round(epoch["test_accuracy"], 6),
                                  "seconds": round(time.perf_counter() - started, 2)})
                 handle.flush()
-                print(f"λ={decay:.2f} seed {seed}: accuracy {epoch['test_accuracy']:.4f}", flush=True)
+                print(f"λ={decay:.2f} seed {seed}: validation accuracy {epoch['val_accuracy']:.4f}, "
+                      f"test {epoch['test_accuracy']:.4f}", flush=True)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -66,10 +70,13 @@ def _rows(path: Path) -> list[dict]:
 
 
 def mean_response(path: Path = RESPONSE_FILE) -> tuple[dict[float, float], dict[float, float], int]:
-    """Seed-mean and standard error of accuracy per grid λ, and the number of seeds per point."""
+    """Seed-mean and standard error of validation accuracy per grid λ, and the number of seeds per point."""
     by_decay: dict[float, list[float]] = {}
     for row in _rows(path):
-        by_decay.setdefault(float(row["decay"]), []).append(float(row["accuracy"]))
+        if SIGNAL not in row:
+            raise SystemExit(f"{path} was recorded before the validation split (no {SIGNAL} column); move it "
+                             "aside and run: python -m bench.decay_search --record")
+        by_decay.setdefault(float(row["decay"]), []).append(float(row[SIGNAL]))
     missing = [d for d in GRID if d not in by_decay]
     if missing:
         raise SystemExit(f"{path}: no recording for λ={missing[0]} (run: python -m bench.decay_search --record)")
@@ -141,7 +148,7 @@ def main(argv=None) -> None:
     print(f"# decay_rate demo response recorded on a {len(GRID)}-point λ grid x {seeds} seeds "
           f"({RESPONSE_FILE.name}); GP replayed with {args.searches} sampler seeds")
     curve = "  ".join(f"{d:.2f}:{100 * mean[d]:.1f}" for d in GRID[::5])
-    print(f"response (every 5th λ: accuracy %): {curve}")
+    print(f"response (every 5th λ: validation accuracy %): {curve}")
     print(f"grid best λ = {best:.2f} ({100 * mean[best]:.1f}%); {len(tied)} grid points within one standard error: "
           f"{', '.join(f'{d:.2f}' for d in sorted(tied))}")
     print(f"GP trials to propose the grid's best λ       : {describe(exact)}  (grid: {len(GRID)} trials)")

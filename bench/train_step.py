@@ -79,7 +79,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     dataset_name = "cifar10" if args.data_dir else "digits"
-    data = load_dataset(dataset_name, args.data_dir, subset=args.batch_size * args.batches)
+    # twice the images the steps use: the validation split takes its share and the steps still find full batches
+    data = load_dataset(dataset_name, args.data_dir, subset=2 * args.batch_size * args.batches)
     common = dict(model="vgg9", dataset=dataset_name, data_dir=args.data_dir, width=args.width,
                   batch_size=args.batch_size, T=args.T)
     runs = {method: TrainingRun(make_config(**common, method=method, p=args.p), data)

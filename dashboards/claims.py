@@ -1,14 +1,19 @@
 """The paper's claims (DESIGN §1) checked on a sweep's runs, with their spread over seeds.
 
 Each check applies where the sweep has the runs it needs and gives rows of one long table:
-claim, setting, the measured quantity (mean, std, n), the paper's statement, and a verdict.
+claim, setting, the measured quantity (mean, std, n), the budget (epochs) of the runs compared, the
+paper's statement, and a verdict.
 - Reward 1 / Reward 2: accuracy lost by a spiking ticket against its dense SNN vs the ANN ticket
   against its dense ANN, paired by seed, at each p (CNN tickets) or q (transformer tickets).
 - T trend: mean accuracy per T and Spearman's rank correlation of accuracy with T over all runs.
-- λ: accuracy against λ rises then falls (best λ inside the range, both ends below it).
-- Energy: energy per image of the spiking ticket, dense SNN and ANN, and their ratios.
+- λ: accuracy against λ rises then falls: the best λ (chosen on validation accuracy) lies inside the
+  range and its test accuracy exceeds both ends' by more than two standard errors.
+- Energy: energy per image of the spiking ticket, dense SNN and ANN, and their ratios (paired by seed).
+Accuracies are test accuracies; the only choice made (the best λ) reads validation accuracy.
 Verdicts: "holds" when the effect has the paper's sign and its mean exceeds two standard errors,
 "does not hold" when it has the opposite sign beyond two standard errors, otherwise "within noise".
+A verdict needs at least two seeds in every compared cell ("insufficient seeds (n = 1)" otherwise) and
+runs of equal budgets ("unequal budgets" otherwise).
 """
 
 import math
@@ -16,9 +21,11 @@ import math
 import pandas as pd
 from scipy.stats import spearmanr
 
-from dashboards.runs import at
-from runrecord import ACCURACY, comparable
+from dashboards.runs import at, budget
+from runrecord import ACCURACY, VAL_ACCURACY, comparable
 from slt.methods import METHODS
+
+MIN_SEEDS = 2  # a verdict needs at least this many seeds in every compared cell
 
 # (claim, spiking ticket, spiking dense, ANN ticket, ANN dense, the ratio the tickets are indexed by)
 DROP_PAIRS = [
@@ -34,12 +41,14 @@ def verdict(mean: float, std: float, n: int) -> str:
     """The effect (positive = the paper's direction) against two standard errors of its mean."""
     if n == 0 or math.isnan(mean):
         return "no runs"
-    margin = 2 * std / math.sqrt(n) if n > 1 and not math.isnan(std) else math.inf
+    if n < MIN_SEEDS:
+        return f"insufficient seeds (n = {n})"
+    margin = 2 * std / math.sqrt(n) if not math.isnan(std) else math.inf
     if mean > margin:
         return "holds"
     if mean < -margin:
         return "does not hold"
-    return "within noise" if n > 1 else "one run: no spread"
+    return "within noise"
 
 
 def _stats(values: pd.Series) -> dict:
@@ -48,31 +57,46 @@ def _stats(values: pd.Series) -> dict:
             "std": values.std(ddof=1) if len(values) > 1 else math.nan, "n": len(values)}
 
 
-def _by_seed(rows: pd.DataFrame) -> pd.Series:
-    return rows.groupby("seed")[ACCURACY].mean()
+def _by_seed(rows: pd.DataFrame, column: str = ACCURACY) -> pd.Series:
+    return rows.groupby("seed")[column].mean()
+
+
+def _refusal(seeds: int, epochs: str) -> str | None:
+    """Why no verdict can be given (too few seeds in a compared cell, unequal budgets), or None."""
+    if "/" in epochs:
+        return f"unequal budgets ({epochs} epochs)"
+    return f"insufficient seeds (n = {seeds})" if seeds < MIN_SEEDS else None
+
+
+def _judged(mean: float, std: float, n: int, epochs: str) -> str:
+    """verdict(), unless the compared runs trained for different numbers of epochs."""
+    return _refusal(n, epochs) or verdict(mean, std, n)
 
 
 def drop_rows(done: pd.DataFrame) -> list[dict]:
     """Reward 1/2: per seed, (ANN dense - ANN ticket) - (SNN dense - spiking ticket); > 0 is the paper's claim."""
     rows = []
     for claim, s_ticket, s_dense, a_ticket, a_dense, ratio in DROP_PAIRS:
-        dense_s, dense_a = _by_seed(done[done["method"] == s_dense]), _by_seed(done[done["method"] == a_dense])
+        dense_s, dense_a = done[done["method"] == s_dense], done[done["method"] == a_dense]
         tickets_s, tickets_a = done[done["method"] == s_ticket], done[done["method"] == a_ticket]
         if tickets_s.empty or tickets_a.empty or dense_s.empty or dense_a.empty:
             continue
         levels = sorted(set(tickets_s[ratio]) & set(tickets_a[ratio])) if ratio else [None]
         for level in levels:
-            spiking_drop = dense_s - _by_seed(at(tickets_s, ratio, level) if ratio else tickets_s)
-            ann_drop = dense_a - _by_seed(at(tickets_a, ratio, level) if ratio else tickets_a)
+            cell_s = at(tickets_s, ratio, level) if ratio else tickets_s
+            cell_a = at(tickets_a, ratio, level) if ratio else tickets_a
+            spiking_drop = _by_seed(dense_s) - _by_seed(cell_s)
+            ann_drop = _by_seed(dense_a) - _by_seed(cell_a)
             advantage = (ann_drop - spiking_drop).dropna()  # seeds present in all four
             s, a, d = _stats(100 * spiking_drop), _stats(100 * ann_drop), _stats(100 * advantage)
+            epochs = budget(dense_s, dense_a, cell_s, cell_a)
             setting = f"{s_ticket} vs {a_ticket}" + (f", {ratio}={level:g}" if ratio else "")
             rows.append({"claim": claim, "setting": setting,
-                         "measured": f"accuracy drop (points) from the dense twin: spiking {s['mean']:.2f} ± "
+                         "measured": f"test accuracy drop (points) from the dense twin: spiking {s['mean']:.2f} ± "
                                      f"{s['std']:.2f}, ANN {a['mean']:.2f} ± {a['std']:.2f}",
-                         "quantity": "ANN drop - spiking drop (points)", **d,
+                         "quantity": "ANN drop - spiking drop (points)", **d, "epochs": epochs,
                          "paper": "spiking tickets lose less accuracy than ANN tickets",
-                         "verdict": verdict(d["mean"], d["std"], d["n"])})
+                         "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
     return rows
 
 
@@ -80,55 +104,69 @@ def timestep_rows(done: pd.DataFrame) -> list[dict]:
     if "T" not in done or done["T"].nunique() < 2 or not done["method"].map(lambda m: METHODS[m].spiking).all():
         return []
     per_t = done.groupby("T")[ACCURACY].agg(["mean", "std", "count"])
-    means = " · ".join(f"T={t}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f}" for t, r in per_t.iterrows())
+    means = " · ".join(f"T={t}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f} (n={int(r['count'])})"
+                       for t, r in per_t.iterrows())
     rho, pvalue = spearmanr(done["T"], done[ACCURACY])
     increasing = bool((per_t["mean"].diff().dropna() > 0).all())
-    holds = "holds" if rho > 0 and pvalue < 0.05 else ("does not hold" if rho < 0 and pvalue < 0.05 else "within noise")
+    seeds, epochs = int(per_t["count"].min()), budget(done)
+    judged = _refusal(seeds, epochs) or ("holds" if rho > 0 and pvalue < 0.05 else
+                                         "does not hold" if rho < 0 and pvalue < 0.05 else "within noise")
     return [{"claim": "accuracy grows with T", "setting": f"{', '.join(sorted(done['method'].unique()))}",
-             "measured": f"accuracy % per T: {means}; means increase at every step: {increasing}",
-             "quantity": f"Spearman rho of accuracy with T (p = {pvalue:.2g})", "mean": rho, "std": math.nan,
-             "n": len(done), "paper": "accuracy grows with T", "verdict": holds}]
+             "measured": f"test accuracy % per T: {means}; means increase at every step: {increasing}",
+             "quantity": f"Spearman rho of accuracy with T over {len(done)} runs (p = {pvalue:.2g}); n = fewest "
+                         "seeds of a T", "mean": rho, "std": math.nan, "n": seeds, "epochs": epochs,
+             "paper": "accuracy grows with T", "verdict": judged}]
 
 
 def decay_rows(done: pd.DataFrame) -> list[dict]:
-    if "decay" not in done or done["decay"].nunique() < 5:
-        return []
-    per_decay = done.groupby("decay")[ACCURACY].mean()  # sorted by λ
-    best = per_decay.idxmax()
-    low_end, high_end = per_decay.iloc[:2].mean(), per_decay.iloc[-2:].mean()
-    rise, fall = per_decay.max() - low_end, per_decay.max() - high_end
-    interior = per_decay.index[0] < best < per_decay.index[-1]
-    return [{"claim": "accuracy vs λ rises then falls", "setting": f"{len(done)} runs, λ in "
-             f"[{per_decay.index[0]:.3f}, {per_decay.index[-1]:.3f}]",
-             "measured": f"best λ = {best:.3f} ({100 * per_decay.max():.1f}%); the two lowest λ average "
-                         f"{100 * low_end:.1f}%, the two highest {100 * high_end:.1f}%",
-             "quantity": "smaller of rise and fall (points)", "mean": 100 * min(rise, fall), "std": math.nan,
-             "n": len(done), "paper": "non-monotonic: an interior optimum",
-             "verdict": "holds" if interior and min(rise, fall) > 0 else "does not hold"}]
+    """The λ curve: the best λ by mean validation accuracy; its test accuracy against both ends' (two
+    lowest and two highest λ), each difference beyond two standard errors for "holds"."""
+    if "decay" not in done or done["decay"].nunique() < 5 or VAL_ACCURACY not in done:
+        return []  # (runs recorded before the validation split cannot choose a λ)
+    test = done.groupby("decay")[ACCURACY].agg(["mean", "std", "count"])  # sorted by λ
+    seeds, epochs = int(test["count"].min()), budget(done)
+    best = done.groupby("decay")[VAL_ACCURACY].mean().idxmax()
+    ends = {"low": test.iloc[:2], "high": test.iloc[-2:]}
+    gaps = {name: test.loc[best, "mean"] - end["mean"].mean() for name, end in ends.items()}
+    error = {name: math.sqrt(test.loc[best, "std"] ** 2 / test.loc[best, "count"]
+                             + (end["std"] ** 2 / end["count"]).sum() / len(end) ** 2) for name, end in ends.items()}
+    interior = test.index[0] < best < test.index[-1]
+    below = any(gaps[k] < -2 * error[k] for k in gaps)  # an end beats the chosen λ beyond noise
+    judged = _refusal(seeds, epochs) or ("does not hold" if not interior or below else
+                                         "holds" if all(gaps[k] > 2 * error[k] for k in gaps) else "within noise")
+    return [{"claim": "accuracy vs λ rises then falls", "setting": f"{len(done)} runs, {len(test)} λ in "
+             f"[{test.index[0]:.3f}, {test.index[-1]:.3f}]",
+             "measured": f"best λ on validation = {best:.3f}, test accuracy {100 * test.loc[best, 'mean']:.1f}%; "
+                         f"{100 * gaps['low']:.1f} points above the two lowest λ, {100 * gaps['high']:.1f} above "
+                         "the two highest",
+             "quantity": "smaller of rise and fall (test points); n = fewest seeds of a λ",
+             "mean": 100 * min(gaps.values()), "std": math.nan, "n": seeds, "epochs": epochs,
+             "paper": "non-monotonic: an interior optimum", "verdict": judged}]
 
 
 def energy_rows(done: pd.DataFrame) -> list[dict]:
+    """Energy per image of MPSLT against the dense SNN, paired by seed (< 1 is the paper's direction)."""
     if "energy_mj" not in done:
         return []
-    per_method = {m: _stats(done[done["method"] == m]["energy_mj"]) for m in ("ann", "snn", "mpslt")}
-    if any(per_method[m]["n"] == 0 for m in per_method):
+    cells = {m: done[done["method"] == m] for m in ("ann", "snn", "mpslt")}
+    if any(cell.empty for cell in cells.values()):
         return []
-    tickets = done[done["method"] == "mpslt"]
-    snn, ann = per_method["snn"], per_method["ann"]
+    ann, snn = _stats(cells["ann"]["energy_mj"]), _stats(cells["snn"]["energy_mj"])
     rows = []
-    for p in sorted(tickets["p"].unique()):
-        ticket = at(tickets, "p", p)
+    for p in sorted(cells["mpslt"]["p"].unique()):
+        ticket = at(cells["mpslt"], "p", p)
         mj, sparse = _stats(ticket["energy_mj"]), _stats(ticket["energy_mj_sparse"])
+        ratio = _stats((_by_seed(ticket, "energy_mj") / _by_seed(cells["snn"], "energy_mj")).dropna())
+        epochs = budget(ticket, cells["snn"])
         rows.append({"claim": "energy per image", "setting": f"mpslt p={p:g}",
                      "measured": f"mJ per image: ANN {ann['mean']:.4f}, dense SNN {snn['mean']:.4f} ± "
                                  f"{snn['std']:.4f}, MPSLT {mj['mean']:.4f} ± {mj['std']:.4f} "
                                  f"(sparsity-aware {sparse['mean']:.4f}); MPSLT/ANN = {mj['mean'] / ann['mean']:.3f}, "
                                  f"SNN/ANN = {snn['mean'] / ann['mean']:.3f}",
-                     "quantity": "MPSLT / dense SNN energy (paper convention)", "mean": mj["mean"] / snn["mean"],
-                     "std": math.nan, "n": mj["n"],
+                     "quantity": "MPSLT / dense SNN energy (paper convention), per seed", **ratio, "epochs": epochs,
                      "paper": f"MPSLT / dense SNN = {PAPER_ENERGY['mpslt/snn']:.2f} (0.079 vs 0.093 mJ); "
                               "a spiking ticket costs ~11% of the ANN",
-                     "verdict": "holds" if mj["mean"] < snn["mean"] else "does not hold"})
+                     "verdict": _judged(1 - ratio["mean"], ratio["std"], ratio["n"], epochs)})
     return rows
 
 
@@ -136,8 +174,8 @@ def claim_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count."""
     done = comparable(runs)
     rows = drop_rows(done) + timestep_rows(done) + decay_rows(done) + energy_rows(done)
-    return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "paper",
-                                       "verdict"])
+    return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "epochs",
+                                       "paper", "verdict"])
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -145,5 +183,5 @@ def to_markdown(table: pd.DataFrame) -> str:
 
     shown = table.assign(value=[f"{m:.3g}" + ("" if math.isnan(s) else f" ± {s:.2g}") + f" (n={n})"
                                 for m, s, n in zip(table["mean"], table["std"], table["n"])])
-    frame = shown.set_index("claim")[["setting", "quantity", "value", "verdict", "measured"]]
+    frame = shown.set_index("claim")[["setting", "quantity", "value", "epochs", "verdict", "measured"]]
     return markdown(frame.astype(str).rename_axis(None))

@@ -20,11 +20,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from runrecord import ACCURACY, comparable, finished_full_budget
+from runrecord import ACCURACY, VAL_ACCURACY, comparable, finished_full_budget
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
 ACCURACY_AXIS = "test accuracy (fraction correct)"
+VAL_AXIS = "validation accuracy (fraction correct)"
 ENERGY = "energy per image (mJ)"
 AXES = {  # swept run-config column -> axis label
     "p": "weight pruning ratio p (fraction of weights pruned)",
@@ -50,6 +51,7 @@ class Curve:  # mean ± std of accuracy per x of one series; std NaN where one r
     n: np.ndarray
     hover: list[str]
     connect: bool = True  # False where other columns vary uncontrolled: points, not a curve
+    val_mean: np.ndarray | None = None  # mean validation accuracy per x: what chooses an optimum
 
 
 @dataclass
@@ -186,13 +188,17 @@ def _curve_layers(rows: pd.DataFrame, x: str, baseline, colors: dict[str, str]) 
     by = series_columns(swept, x)
     unfixed = [c for c in AXES if c != x and c not in by and _varies(swept, c)]
     data = curve_data(swept, x, by=by)
+    if VAL_ACCURACY in swept:
+        chosen = curve_data(swept, x, VAL_ACCURACY, by=by)[[*by, x, "mean"]].rename(columns={"mean": "val_mean"})
+        data = data.merge(chosen, on=[*by, x], how="left")
     layers = []
     for i, (keys, group) in enumerate(data.groupby(by, sort=True)):
         label = _label(dict(zip(by, keys)))
         hover = [f"{label}<br>{x} = {_fmt(v)}<br>accuracy = {m:.4f}" + (f" ± {s:.4f}" if n > 1 else "")
                  + f"<br>n = {n}" for v, m, s, n in zip(group[x], group["mean"], group["std"], group["n"])]
         layers.append(Curve(label, _color_of(label, colors, i), group[x].to_numpy(float), group["mean"].to_numpy(float),
-                            group["std"].to_numpy(float), group["n"].to_numpy(int), hover, connect=not unfixed))
+                            group["std"].to_numpy(float), group["n"].to_numpy(int), hover, connect=not unfixed,
+                            val_mean=group["val_mean"].to_numpy(float) if "val_mean" in group else None))
     span = (float(swept[x].min()), float(swept[x].max()))
     ident = [c for c in IDENTITY if _varies(base, c)] + ["method"]
     for keys, group in (base.groupby(ident, sort=True) if len(base) else []):
@@ -229,11 +235,14 @@ def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) ->
     layers.append(Points("sampled λ (colour: trial order)", "#444444", rows["decay"].to_numpy(float),
                          rows[ACCURACY].to_numpy(float), [_run_hover(r, (ACCURACY,)) for _, r in rows.iterrows()],
                          values=order.loc[rows.index].to_numpy(float), values_title="trial (order sampled)"))
-    for curve in curves:
-        best = int(np.nanargmax(curve.mean))
+    for curve in curves:  # the optimum is chosen on validation and shown at its test accuracy
+        if curve.val_mean is None or np.isnan(curve.val_mean).all():
+            continue  # runs recorded before the validation split: nothing may choose
+        best = int(np.nanargmax(curve.val_mean))
         n = f" (mean of {curve.n[best]})" if curve.n[best] > 1 else ""
-        layers.append(Optimum(f"optimum, {curve.label}", float(curve.x[best]), float(curve.mean[best]),
-                              f"optimum λ = {curve.x[best]:.3g}<br>accuracy = {curve.mean[best]:.4f}{n}"))
+        layers.append(Optimum(f"optimum on validation, {curve.label}", float(curve.x[best]), float(curve.mean[best]),
+                              f"optimum λ on validation = {curve.x[best]:.3g}<br>test accuracy = "
+                              f"{curve.mean[best]:.4f}{n}"))
     title = "Accuracy vs membrane decay rate λ" + _not_fixed(unfixed)
     return Spec("accuracy_vs_decay", title, AXES["decay"], ACCURACY_AXIS, layers)
 
@@ -253,7 +262,7 @@ def _balance_specs(rows: pd.DataFrame) -> list[Spec]:
 def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
     if pareto is None or "energy_mj" not in pareto or "is_pareto" not in pareto:
         return None
-    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[[ACCURACY, "energy_mj"]].notna().all(axis=1)]
+    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[[VAL_ACCURACY, "energy_mj"]].notna().all(axis=1)]
     if done.empty:
         return None
     full = finished_full_budget(done)
@@ -262,10 +271,10 @@ def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
     stopped = done[~full]
 
     def hover(frame):
-        return [_run_hover(r, (ACCURACY, "energy_mj")) for _, r in frame.iterrows()]
+        return [_run_hover(r, (VAL_ACCURACY, ACCURACY, "energy_mj")) for _, r in frame.iterrows()]
 
     def xy(frame):
-        return frame["energy_mj"].to_numpy(float), frame[ACCURACY].to_numpy(float)
+        return frame["energy_mj"].to_numpy(float), frame[VAL_ACCURACY].to_numpy(float)
 
     layers = [Points(f"dominated (full budget, {len(dominated)})", PALETTE[0], *xy(dominated), hover(dominated)),
               Front(f"Pareto front ({len(front)})", PALETTE[3], *xy(front), hover(front))]
@@ -273,8 +282,8 @@ def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
         layers.insert(0, Points(f"early-stopped: partial budget, not comparable, never on the front ({len(stopped)})",
                                 "#999999", *xy(stopped), hover(stopped), faint=True, marker="x"))
     ranked = f" (ranked on {done['ranked_on'].iloc[0]})" if "ranked_on" in done else ""
-    return Spec("pareto_accuracy_energy", "Accuracy vs energy per image: Pareto front" + ranked, ENERGY, ACCURACY_AXIS,
-                layers)
+    return Spec("pareto_accuracy_energy", "Validation accuracy vs energy per image: the front the search ranks"
+                + ranked + "; test accuracy in pareto.csv", ENERGY, VAL_AXIS, layers)
 
 
 def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:

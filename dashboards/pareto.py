@@ -10,12 +10,16 @@ from slt.errors import InputError
 
 
 def parse_objectives(text: str, columns) -> list[tuple[str, str]]:
-    """'test_accuracy:max,energy_mj:min' -> [('test_accuracy', 'max'), ('energy_mj', 'min')], checked against `columns`."""
+    """'val_accuracy:max,energy_mj:min' -> [('val_accuracy', 'max'), ('energy_mj', 'min')], checked against `columns`
+    (test metrics never rank runs)."""
     result = []
     for item in text.split(","):
         name, _, mode = item.strip().partition(":")
         if mode not in ("max", "min"):
             raise InputError("objectives", f"{item.strip()!r} needs a direction; write METRIC:max or METRIC:min")
+        if name.startswith("test_"):
+            raise InputError("objectives", f"{name} is measured on the test set, which is reported but never ranks "
+                                           "runs; rank on validation (e.g. val_accuracy), test accuracy is a column")
         if name not in columns:
             raise InputError("objectives", f"no metric {name!r} in the runs; metrics: {', '.join(sorted(columns))}")
         result.append((name, mode))

@@ -56,7 +56,8 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if pareto is not None:
         parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(PARETO_OBJECTIVES)}; '
-                     f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]})</li>')
+                     f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '
+                     'the test accuracy of each is a column)</li>')
     parts.append("</ul><h2>Figures</h2>")
     for figure in figures:
         png, page = Path(figure["png"]).relative_to(out), Path(figure["html"]).relative_to(out)
@@ -67,12 +68,15 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
         parts.append("<p>No parameter varies across finished runs: nothing to plot.</p>")
     for table in tables:
         name = table["table"]
-        parts.append(f"<h2>Table {name}</h2><p>Test accuracy (%): ours mean ± std over seeds (n runs) [paper]. "
+        parts.append(f"<h2>Table {name}</h2><p>Test accuracy (%): ours mean ± std over seeds (n runs, epochs trained) "
+                     "[paper]. "
                      f'<a href="table_{name}.csv">CSV</a> · <a href="table_{name}.md">Markdown</a> · '
                      f'<a href="table_{name}.tex">LaTeX</a></p>{table["html"]}')
     if not claims.empty:
-        parts.append('<h2>The paper\'s claims</h2><p>Verdict "holds": the paper\'s direction beyond two standard '
-                     'errors over seeds. <a href="claims.csv">CSV</a> · <a href="claims.md">Markdown</a></p>'
+        parts.append('<h2>The paper\'s claims</h2><p>Test accuracies; the one choice (the best λ) reads validation. '
+                     'Verdict "holds": the paper\'s direction beyond two standard errors over seeds; a verdict needs '
+                     'at least two seeds per compared cell and equal budgets. '
+                     '<a href="claims.csv">CSV</a> · <a href="claims.md">Markdown</a></p>'
                      + claims.drop(columns=["paper"]).to_html(border=0, index=False, float_format="%.3g"))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"

@@ -23,6 +23,12 @@ def at(rows: pd.DataFrame, column: str, value: float) -> pd.DataFrame:
     return rows[rows[column].sub(value).abs() < 1e-9]
 
 
+def budget(*cells: pd.DataFrame) -> str:
+    """The epochs the compared runs trained ("4", or "3 / 4" when they differ), from their last `epoch`."""
+    values = sorted({int(v) for cell in cells if "epoch" in cell for v in cell["epoch"].dropna()})
+    return " / ".join(map(str, values)) if values else "?"
+
+
 def parent_run(client: MlflowClient, experiment: str, parent_run_id: str | None = None):
     """The sweep's parent run: the given one, else the latest parent in the experiment."""
     found = client.get_experiment_by_name(experiment)

@@ -22,13 +22,18 @@ ENERGY_TABLE_FILE = "energy_layers.json"  # the per-layer energy table, a trial'
 CHECKPOINT_FILE = "checkpoint.pt"  # `slt train`'s whole TrainingRun state
 
 # Metrics reported by a trial every epoch and logged to MLflow under these names (slt emits them so).
-EPOCH_METRICS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "energy_mj", "energy_mj_sparse",
-                 "mean_firing_rate", "pruned_fraction", "epoch", "epoch_time_s", "full_budget")
-# The ones a search space may name as an objective, and the direction that means "better".
-OBJECTIVES = {"test_accuracy": "max", "test_loss": "min", "energy_mj": "min", "energy_mj_sparse": "min",
+# val_*: the validation split carved from the training data; test_*: the test split. mean_firing_rate is
+# the unweighted mean over LIF layers of their output spikes per neuron per time step, on validation.
+EPOCH_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "train_accuracy", "train_loss",
+                 "energy_mj", "energy_mj_sparse", "mean_firing_rate", "pruned_fraction", "epoch", "epoch_time_s",
+                 "full_budget")
+# The ones a search space may name as an objective, and the direction that means "better". Searchers and
+# schedulers read validation only: test metrics are recorded and reported, never used to choose.
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "energy_mj": "min", "energy_mj_sparse": "min",
               "mean_firing_rate": "min"}
-ACCURACY = "test_accuracy"  # what tables, curves and claims compare
-PARETO_OBJECTIVES = ((ACCURACY, "max"), ("energy_mj", "min"))  # the front a report and `slt export pareto` rank
+VAL_ACCURACY = "val_accuracy"  # what chooses: the default objective, "best" trials, the best λ, fronts
+ACCURACY = "test_accuracy"  # what tables, curves and claims report (of what was chosen on validation)
+PARETO_OBJECTIVES = ((VAL_ACCURACY, "max"), ("energy_mj", "min"))  # the front a report and `slt export pareto` rank
 # Runs recorded before the metrics took slt's names called test accuracy and loss "accuracy" and "loss".
 LEGACY_METRICS = {"accuracy": "test_accuracy", "loss": "test_loss"}
 

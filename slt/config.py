@@ -38,8 +38,11 @@ class TrainConfig(BaseModel):
                                           "size", ge=8)
     subset: int | None = _field(None, "keep the first N examples of each split, stratified by class",
                                 "an integer >= 1 (images per split)", ge=1)
-    epochs: int = _field(2, "training epochs (tickets: epochs of the search; transformers' MultiSp: of Stage 1)",
-                         ge=1)
+    val_fraction: float = _field(0.1, "fraction of the training split held out for validation (stratified by class, "
+                                      "seeded, never trained on); searchers read validation accuracy", gt=0.0, lt=1.0)
+    epochs: int = _field(2, "the run's whole training budget in epochs, over all phases: a ticket searches for "
+                            "epochs - finetune_epochs (- patch_epochs for MultiSp), so compared methods train "
+                            "equally long", ge=1)
     T: int = _field(4, "time steps of the SNN (ANN twins run 1)", ge=1)
     decay: float = _field(0.5, "membrane decay λ of U[t] = λ·U[t-1] + I[t]", gt=0.0, lt=1.0)
     width: float = _field(1.0, "channel width multiplier (CNNs; the transformers use --embed-dim)", gt=0.0)
@@ -68,20 +71,24 @@ class TrainConfig(BaseModel):
     dense_last: bool = _field(False, "tickets: keep the last linear dense and trained")
     global_threshold: bool = _field(False, "tickets: one |score| threshold across all layers (default: exact top-k "
                                            "per layer)")
-    finetune_epochs: int = _field(0, "tickets: epochs training the kept weights with the mask frozen, after the "
-                                     "search", ge=0)
+    finetune_epochs: int = _field(0, "tickets: of the epochs, how many train the kept weights with the mask frozen, "
+                                     "after the search", ge=0)
     # patch pruning (multisp-lt, multisp-slt): Stage 2 after the PEPSp search
     q: float = _field(0.3, "multisp: fraction of tokens pruned per sample in Stage 2 (keeps the top "
-                           "ceil((1-q)·N) by ConvPEP output magnitude)",
+                           "ceil((1-q)·N) by the number of active frozen ConvPEP units feeding each)",
                       "a number in [0, 1) (fraction of tokens pruned)", ge=0.0, lt=1.0)
-    patch_epochs: int = _field(1, "multisp: epochs of Stage 2 (ConvPEP frozen, blocks trained on the kept tokens), "
-                                  "after --epochs of Stage 1 (PEPSp)", ge=1)
+    patch_epochs: int = _field(1, "multisp: of the epochs, how many are Stage 2 (ConvPEP frozen, blocks trained on "
+                                  "the kept tokens), after Stage 1 (PEPSp)", ge=1)
     seed: int = _field(0, "seed of initialisation, shuffling and augmentation")
     device: Literal["auto", "cpu", "cuda"] = _field("auto", "where to train")
 
     @model_validator(mode="after")
     def _check(self):
         transformer = self.model in TRANSFORMERS
+        later = self.later_epochs
+        if later and later >= self.epochs:
+            raise ValueError(f"epochs: {self.epochs} is the run's whole budget; it must exceed the epochs after the "
+                             f"search (finetune_epochs + patch_epochs = {later}) so the search gets at least one")
         if self.method_info.transformer_only and not transformer:
             raise ValueError(f"method: {self.method} needs a transformer model; allowed: {', '.join(TRANSFORMERS)}")
         if transformer:
@@ -100,6 +107,14 @@ class TrainConfig(BaseModel):
     @property
     def method_info(self) -> Method:
         return METHODS[self.method]
+
+    @property
+    def later_epochs(self) -> int:
+        """Epochs of a ticket's phases after its search (fine-tuning, MultiSp's Stage 2), out of `epochs`."""
+        method = self.method_info
+        if not method.ticket:
+            return 0
+        return self.finetune_epochs + (self.patch_epochs if method.patch_pruning else 0)
 
     @property
     def spiking(self) -> bool:

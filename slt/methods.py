@@ -33,8 +33,10 @@ METHODS = {
                        "(sign activations there), the rest trained", scope="convpep"),
     "pepsp-slt": Method(True, "biprop", False, "spiking transformer: multi-prize ticket on the ConvPEP "
                         "convolutions, the rest trained", scope="convpep"),
-    "multisp-lt": Method(False, "biprop", True, "pepsp-lt, then patch pruning (top ⌈(1-q)·N⌉ tokens by L1 norm of "
-                         "the frozen ConvPEP output) for patch_epochs", scope="convpep", patch_pruning=True),
-    "multisp-slt": Method(True, "biprop", False, "pepsp-slt, then patch pruning (top ⌈(1-q)·N⌉ tokens by ConvPEP "
-                          "spike count) for patch_epochs", scope="convpep", patch_pruning=True),
+    "multisp-lt": Method(False, "biprop", True, "pepsp-lt, then patch pruning (top ⌈(1-q)·N⌉ tokens by count of "
+                         "active (+1) frozen ConvPEP sign units) for patch_epochs", scope="convpep",
+                         patch_pruning=True),
+    "multisp-slt": Method(True, "biprop", False, "pepsp-slt, then patch pruning (top ⌈(1-q)·N⌉ tokens by count of "
+                          "active (spiking) frozen ConvPEP units) for patch_epochs", scope="convpep",
+                          patch_pruning=True),
 }

@@ -72,8 +72,8 @@ def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, bat
     return {
         "loss": total_loss / seen,
         "accuracy": correct / seen,
-        "firing_rates": firing,
-        "mean_firing_rate": sum(firing.values()) / len(firing) if firing else None,
+        "firing_rates": firing,  # per LIF layer: output spikes per neuron per time step
+        "mean_firing_rate": sum(firing.values()) / len(firing) if firing else None,  # their unweighted mean
         "seconds": seconds,
         "images_per_s": seen / seconds,
     }
@@ -87,9 +87,9 @@ def train_epoch(model: nn.Module, split: Split, pipeline: BatchPipeline, optimiz
 
 
 def evaluate(model: nn.Module, split: Split, pipeline: BatchPipeline, *, batch_size: int,
-             progress: bool = False) -> dict:
+             progress: bool = False, desc: str = "test") -> dict:
     """Loss, accuracy and firing rates on `split` without augmentation or gradients."""
-    return _run_batches(model, split, pipeline, batch_size=batch_size, train=False, desc="test", progress=progress)
+    return _run_batches(model, split, pipeline, batch_size=batch_size, train=False, desc=desc, progress=progress)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -140,26 +140,29 @@ class Phase:
 
 
 def plan_phases(cfg: TrainConfig) -> list[Phase]:
-    """Dense: train. Tickets: search (PEPSp: "pepsp"), then optionally finetune; MultiSp then "multisp"."""
+    """Dense: train. Tickets: search (PEPSp: "pepsp"), then optionally finetune; MultiSp then "multisp".
+    The phases share the run's budget of `epochs` (equal budgets for every method compared)."""
     method = cfg.method_info
     if not method.ticket:
         return [Phase("train", cfg.epochs)]
-    phases = [Phase(method.search_phase, cfg.epochs)]
+    later = []
     if cfg.finetune_epochs:
-        phases.append(Phase("finetune", cfg.finetune_epochs, start_finetune))
+        later.append(Phase("finetune", cfg.finetune_epochs, start_finetune))
     if method.patch_pruning:
-        phases.append(Phase("multisp", cfg.patch_epochs, partial(start_patch_pruning, q=cfg.q)))
-    return phases
+        later.append(Phase("multisp", cfg.patch_epochs, partial(start_patch_pruning, q=cfg.q)))
+    return [Phase(method.search_phase, cfg.epochs - cfg.later_epochs), *later]
 
 
 class TrainingRun:
     """Model, optimiser, schedule, data and RNG of one run; `run_epoch()` advances it by one epoch.
 
-    The run is a list of phases (plan_phases), each with its own epochs and a fresh optimiser and
-    schedule: dense methods "train" for `epochs`; ticket methods search the mask for `epochs`
-    ("search", or "pepsp" for the transformer's ConvPEP ticket), then with `finetune_epochs` freeze
-    the mask and train the kept weights ("finetune"); MultiSp then freezes the ConvPEP and trains
-    the rest on the top ⌈(1 - q)·N⌉ tokens for `patch_epochs` ("multisp").
+    The run is a list of phases (plan_phases) sharing its `epochs`, each with a fresh optimiser and
+    schedule: dense methods "train" for `epochs`; ticket methods search the mask ("search", or "pepsp"
+    for the transformer's ConvPEP ticket), then with `finetune_epochs` freeze the mask and train the
+    kept weights ("finetune"); MultiSp then freezes the ConvPEP and trains the rest on the top
+    ⌈(1 - q)·N⌉ tokens for `patch_epochs` ("multisp").
+    Every epoch is evaluated on the validation split (what searchers read; also where firing rates
+    and energy are measured) and on the test split (recorded and reported, never used to choose).
     `state_dict()` holds everything needed to continue bit-for-bit after a restart.
     """
 
@@ -169,9 +172,12 @@ class TrainingRun:
         self.device = resolve_device(cfg.device)
         if dataset is None:
             dataset = load_dataset(cfg.dataset, cfg.data_dir, frames=cfg.T, image_size=cfg.image_size,
-                                   label_kind=cfg.label_kind, subset=cfg.subset)
+                                   label_kind=cfg.label_kind, subset=cfg.subset, val_fraction=cfg.val_fraction)
+        if dataset.val is None:
+            raise ValueError("dataset has no validation split: read it with slt.data.load_dataset")
         self.info = dataset.info
         self.train_split = dataset.train.to(self.device)
+        self.val_split = dataset.val.to(self.device)
         self.test_split = dataset.test.to(self.device)
         torch.manual_seed(cfg.seed)
         self.model = build_network(cfg, self.info).to(self.device)
@@ -215,6 +221,8 @@ class TrainingRun:
                             batch_size=self.cfg.batch_size, generator=self.generator,
                             augment=self.cfg.augment, progress=self.progress)
         self.scheduler.step()
+        val = evaluate(self.model, self.val_split, self.pipeline, batch_size=self.cfg.batch_size,
+                       progress=self.progress, desc="val")
         test = evaluate(self.model, self.test_split, self.pipeline, batch_size=self.cfg.batch_size,
                         progress=self.progress)
         self.epoch += 1
@@ -224,18 +232,21 @@ class TrainingRun:
             "lr": lr,
             "train_loss": train["loss"],
             "train_accuracy": train["accuracy"],
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
-            "mean_firing_rate": test["mean_firing_rate"],
-            "firing_rates": test["firing_rates"],
-            "epoch_time_s": train["seconds"] + test["seconds"],
+            "mean_firing_rate": val["mean_firing_rate"],
+            "firing_rates": val["firing_rates"],
+            "epoch_time_s": train["seconds"] + val["seconds"] + test["seconds"],
             "train_images_per_s": train["images_per_s"],
         }
         self.history.append(metrics)
         return metrics
 
     def summary(self) -> dict:
-        """Final figures of the run so far: accuracy (and the ticket's before later phases), sparsity, tokens."""
+        """Final figures of the run so far: validation and test accuracy (and the ticket's before later
+        phases), sparsity, tokens."""
         last = self.history[-1]
         result = {
             "method": self.cfg.method,
@@ -243,7 +254,10 @@ class TrainingRun:
             "total_epochs": self.total_epochs,
             "params": count_parameters(self.model),
             "train_size": len(self.train_split),
+            "val_size": len(self.val_split),
             "test_size": len(self.test_split),
+            "val_accuracy": last["val_accuracy"],
+            "val_loss": last["val_loss"],
             "test_accuracy": last["test_accuracy"],
             "test_loss": last["test_loss"],
             "train_accuracy": last["train_accuracy"],
@@ -254,6 +268,7 @@ class TrainingRun:
         if method.ticket:
             searched = [h for h in self.history if h["phase"] == method.search_phase]
             if searched:
+                result["ticket_val_accuracy"] = searched[-1]["val_accuracy"]
                 result["ticket_test_accuracy"] = searched[-1]["test_accuracy"]
             result["p"] = self.cfg.p
             result["kept_fraction"] = 1.0 - self.cfg.p
@@ -264,8 +279,9 @@ class TrainingRun:
         return result
 
     def energy(self, batch: int = 256, **constants) -> dict:
-        """Energy per image (slt.energy.measure_energy) on the first `batch` test images."""
-        inputs = self.pipeline(self.test_split.inputs[:batch], augment=False)
+        """Energy per image (slt.energy.measure_energy) on the first `batch` validation images (a Pareto
+        search reads it, so it is measured where searchers may look)."""
+        inputs = self.pipeline(self.val_split.inputs[:batch], augment=False)
         return measure_energy(self.model, inputs, spiking=self.cfg.spiking, T=self.cfg.time_steps, **constants)
 
     def state_dict(self) -> dict:

@@ -6,7 +6,7 @@ The scripts run app.sweep.main, which runs the sweep (here) and then writes its 
 import argparse
 import logging
 
-from runrecord import run_fields
+from runrecord import ACCURACY, FULL_BUDGET_TAG, run_fields
 from sweep.space import PROFILES, load_space
 
 
@@ -43,10 +43,13 @@ def run(args: argparse.Namespace):
 def summarise(space, results, record) -> None:
     failed = [r for r in results if r.error]
     print(f"\nsweep {record['name']}: {len(results)} trials, {len(failed)} failed")
-    if not space.multi_objective and len(failed) < len(results):
+    full = [r for r in results if not r.error and r.metrics and r.metrics.get(FULL_BUDGET_TAG)]
+    if not space.multi_objective and full:  # the best full-budget trial, chosen on validation
         objective = space.objectives[0]
-        best = results.get_best_result(metric=objective.metric, mode=objective.mode)
-        print(f"best {objective.metric} = {best.metrics[objective.metric]:.4f} with {run_fields(best.config)}")
+        sign = 1 if objective.mode == "max" else -1
+        best = max(full, key=lambda r: sign * r.metrics[objective.metric])
+        print(f"best {objective.metric} = {best.metrics[objective.metric]:.4f} (its {ACCURACY} "
+              f"{best.metrics[ACCURACY]:.4f}) with {run_fields(best.config)}")
     print(f"Tune results:  {record['sweep_dir']}")
     print(f"MLflow:        {record['tracking_uri']} (experiment {space.name!r}, parent run {record['parent_run_id']})")
     print(f"Optuna study:  {record['optuna_storage']} (study {record['name']!r}; "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import runrecord
 from slt.config import make_config
-from slt.data import load_dataset
+from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import OptunaStudyExport
@@ -184,7 +184,7 @@ def resolved_base(space: SearchSpace) -> dict:
 
 def check_data(base: dict) -> None:
     """Read the dataset once in the driver: a missing or malformed directory fails before any trial."""
-    load_dataset(base.get("dataset", "digits"), base.get("data_dir"), frames=base.get("T", 4),
+    read_dataset(base.get("dataset", "digits"), base.get("data_dir"), frames=base.get("T", 4),
                  image_size=base.get("image_size"), label_kind=base.get("label_kind", "fine"), subset=1)
 
 

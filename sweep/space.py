@@ -14,9 +14,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runrecord import ACCURACY, OBJECTIVES
+from runrecord import OBJECTIVES, VAL_ACCURACY
 from slt.config import TrainConfig, make_config
 from slt.errors import InputError
 
@@ -117,6 +117,14 @@ class Objective(_Strict):
     metric: Literal[tuple(OBJECTIVES)]
     mode: Literal["max", "min"]
 
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _not_test(cls, value):
+        if isinstance(value, str) and value.startswith("test_"):
+            raise ValueError(f"{value} is measured on the test set, which is reported but never chooses; allowed: "
+                             f"{', '.join(OBJECTIVES)}")
+        return value
+
 
 class Search(_Strict):
     algorithm: Literal["grid", "random", "optuna"] = "grid"
@@ -145,7 +153,7 @@ class SearchSpace(_Strict):
     include: list[dict[str, Any]] = []  # extra configurations run besides the grid (e.g. dense baselines)
     repeats: int = Field(default=1, ge=1)  # seeds 0..repeats-1 for every configuration (grid/random)
     search: Search = Search()
-    objectives: list[Objective] = Field(default=[Objective(metric=ACCURACY, mode="max")], min_length=1)
+    objectives: list[Objective] = Field(default=[Objective(metric=VAL_ACCURACY, mode="max")], min_length=1)
     scheduler: Scheduler = Scheduler()
     num_samples: int = Field(default=1, ge=1)
     max_concurrent: int = Field(default=2, ge=1)

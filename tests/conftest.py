@@ -20,7 +20,8 @@ def cifar10_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def digits():
-    """The TINY runs' data: 200 digits per split at 16x16, read once per test session."""
+    """The TINY runs' data: 200 digits per split at 16x16 (180 train + 20 validation, 200 test), read once
+    per test session."""
     from slt.data import load_dataset
 
     return load_dataset("digits", image_size=16, subset=200)

@@ -51,12 +51,16 @@ def test_mean_response_needs_every_grid_point(tmp_path):
         writer.writeheader()
         for seed, shift in ((0, 0.0), (1, 0.1)):
             for decay in decay_search.GRID:
-                writer.writerow({"decay": decay, "seed": seed, "accuracy": decay + shift, "seconds": 1})
-    mean, sem, seeds = decay_search.mean_response(path)
+                writer.writerow({"decay": decay, "seed": seed, "val_accuracy": decay + shift,
+                                 "test_accuracy": 1 - decay, "seconds": 1})
+    mean, sem, seeds = decay_search.mean_response(path)  # the replayed response is validation accuracy
     assert seeds == 2 and mean[0.05] == pytest.approx(0.10) and sem[0.95] == pytest.approx(0.05)
     rows = path.read_text().splitlines()
     path.write_text("\n".join(rows[:-1]) + "\n")  # drop seed 1 at λ=0.95: the seed-mean is still defined
     assert decay_search.mean_response(path)[2] == 1
     path.write_text("\n".join(r for r in rows if not r.startswith("0.95,")) + "\n")
     with pytest.raises(SystemExit, match="λ=0.95"):
+        decay_search.mean_response(path)
+    path.write_text("decay,seed,accuracy,seconds\n0.05,0,0.5,1\n")  # recorded before the validation split
+    with pytest.raises(SystemExit, match="no val_accuracy column"):
         decay_search.mean_response(path)

@@ -22,7 +22,7 @@ def test_verdict_compares_the_mean_with_two_standard_errors():
     assert verdict(3.0, 1.0, 4) == "holds"          # margin 1.0
     assert verdict(0.9, 1.0, 4) == "within noise"
     assert verdict(-1.5, 1.0, 4) == "does not hold"
-    assert verdict(2.0, math.nan, 1) == "one run: no spread"
+    assert verdict(2.0, math.nan, 1) == "insufficient seeds (n = 1)"  # one seed carries no verdict
     assert verdict(math.nan, math.nan, 0) == "no runs"
 
 
@@ -53,20 +53,62 @@ def test_timestep_trend_and_decay_shape():
             for t in (1, 2, 4, 8) for s in range(3)]
     trend = claim_table(_runs(rows)).iloc[0]
     assert trend["claim"] == "accuracy grows with T" and trend["mean"] > 0.9 and trend["verdict"] == "holds"
-    assert trend["n"] == 12
-    hump = [{"method": "mpslt", "p": 0.5, "decay": d, "test_accuracy": 0.5 - (d - 0.6) ** 2}
-            for d in (0.1, 0.3, 0.5, 0.6, 0.7, 0.9)]
+    assert trend["n"] == 3  # seeds per T
+    # two seeds per λ; validation peaks at 0.6, test agrees within a point
+    hump = [{"method": "mpslt", "p": 0.5, "decay": d, "seed": s, "val_accuracy": 0.5 - (d - 0.6) ** 2,
+             "test_accuracy": 0.5 - (d - 0.6) ** 2 + 0.004 * s} for d in (0.1, 0.3, 0.5, 0.6, 0.7, 0.9) for s in (0, 1)]
     shape = claim_table(_runs(hump)).iloc[0]
-    assert shape["claim"] == "accuracy vs λ rises then falls" and shape["verdict"] == "holds"
-    assert "best λ = 0.600" in shape["measured"]
-    rising = [{**row, "test_accuracy": row["decay"]} for row in hump]
+    assert shape["claim"] == "accuracy vs λ rises then falls" and shape["verdict"] == "holds" and shape["n"] == 2
+    assert "best λ on validation = 0.600" in shape["measured"]
+    rising = [{**row, "val_accuracy": row["decay"], "test_accuracy": row["decay"]} for row in hump]
     assert claim_table(_runs(rising)).iloc[0]["verdict"] == "does not hold"
 
 
+def test_the_best_lambda_is_chosen_on_validation_not_test():
+    rows = [{"method": "mpslt", "p": 0.5, "decay": d, "seed": s, "val_accuracy": 0.5 - (d - 0.6) ** 2,
+             "test_accuracy": 0.5 - (d - 0.3) ** 2 + 0.001 * s} for d in (0.1, 0.3, 0.5, 0.6, 0.7, 0.9) for s in (0, 1)]
+    shape = claim_table(_runs(rows)).iloc[0]
+    assert "best λ on validation = 0.600" in shape["measured"]  # test accuracy alone would pick 0.3
+    assert "test accuracy 41.1%" in shape["measured"]  # at λ = 0.6: 0.5 - 0.3² + 0.0005 (mean of 2 seeds)
+    assert shape["verdict"] == "does not hold"  # interior on validation, but on test the low end beats it
+
+
+def test_one_seed_per_configuration_gives_no_verdict():
+    """A demo sweep (one seed per λ, per T, per method) may show numbers, never "holds" or "does not hold"."""
+    decay = [{"method": "mpslt", "p": 0.5, "decay": d, "val_accuracy": 0.5 - (d - 0.6) ** 2,
+              "test_accuracy": 0.5 - (d - 0.6) ** 2} for d in (0.1, 0.3, 0.5, 0.6, 0.7, 0.9)]
+    timesteps = [{"method": "mpslt", "p": 0.5, "T": t, "test_accuracy": 0.3 + 0.02 * t} for t in (1, 2, 4, 8)]
+    tickets = [{"method": m, "p": 0.5, "test_accuracy": a, "energy_mj": e, "energy_mj_sparse": e}
+               for m, a, e in (("mpslt", 0.49, 0.15), ("mplt", 0.55, 1.0))]
+    tickets += [{"method": m, "test_accuracy": a, "energy_mj": e, "energy_mj_sparse": e}
+                for m, a, e in (("snn", 0.5, 0.2), ("ann", 0.6, 1.0))]
+    for rows in (decay, timesteps, tickets):
+        table = claim_table(_runs(rows))
+        assert len(table) and set(table["verdict"]) == {"insufficient seeds (n = 1)"}, table[["claim", "verdict"]]
+        assert (table["n"] == 1).all()
+
+
+def test_unequal_budgets_give_no_verdict():
+    rows = []
+    for seed in range(3):
+        rows += [{"method": "snn", "seed": seed, "test_accuracy": 0.5, "epoch": 3},
+                 {"method": "ann", "seed": seed, "test_accuracy": 0.6, "epoch": 3},
+                 {"method": "mpslt", "p": 0.5, "seed": seed, "test_accuracy": 0.49, "epoch": 4},  # one epoch more
+                 {"method": "mplt", "p": 0.5, "seed": seed, "test_accuracy": 0.55 - 0.01 * seed, "epoch": 3}]
+    row = claim_table(_runs(rows)).iloc[0]
+    assert row["epochs"] == "3 / 4" and row["verdict"] == "unequal budgets (3 / 4 epochs)"
+    equal = claim_table(_runs([{**r, "epoch": 3} for r in rows])).iloc[0]
+    assert equal["epochs"] == "3" and equal["verdict"] == "holds"
+
+
 def test_energy_ratios():
-    rows = [{"method": "ann", "test_accuracy": 0.6, "energy_mj": 1.0, "energy_mj_sparse": 1.0},
-            {"method": "snn", "test_accuracy": 0.5, "energy_mj": 0.2, "energy_mj_sparse": 0.2},
-            {"method": "mpslt", "p": 0.5, "test_accuracy": 0.5, "energy_mj": 0.15, "energy_mj_sparse": 0.08}]
+    rows = []
+    for seed, snn in enumerate((0.2, 0.25)):
+        rows += [{"method": "ann", "seed": seed, "test_accuracy": 0.6, "energy_mj": 1.0, "energy_mj_sparse": 1.0},
+                 {"method": "snn", "seed": seed, "test_accuracy": 0.5, "energy_mj": snn, "energy_mj_sparse": snn},
+                 {"method": "mpslt", "p": 0.5, "seed": seed, "test_accuracy": 0.5,
+                  "energy_mj": 0.75 * snn + 0.01 * seed, "energy_mj_sparse": 0.08}]
     energy = claim_table(_runs(rows)).set_index("claim").loc["energy per image"]
-    assert energy["mean"] == pytest.approx(0.75) and energy["verdict"] == "holds"
-    assert "MPSLT/ANN = 0.150" in energy["measured"] and "SNN/ANN = 0.200" in energy["measured"]
+    # per seed: 0.15 / 0.2 = 0.75 and 0.1975 / 0.25 = 0.79
+    assert energy["mean"] == pytest.approx(0.77) and energy["n"] == 2 and energy["verdict"] == "holds"
+    assert "MPSLT/ANN = 0.174" in energy["measured"] and "SNN/ANN = 0.225" in energy["measured"]

@@ -5,7 +5,7 @@ import pytest
 
 from app.cli import main
 from slt.config import DATASETS, MODELS
-from slt.data import READERS, load_dataset
+from slt.data import READERS, read_dataset
 from slt.models import MODELS as BUILDERS
 
 
@@ -24,7 +24,7 @@ def test_model_info_reports_exact_params(capsys, model, params):
 
 def test_dataset_shapes_table_matches_readers(cifar10_dir):
     for name, directory in [("digits", None), ("cifar10", cifar10_dir)]:
-        info = load_dataset(name, directory, subset=10).info
+        info = read_dataset(name, directory, subset=10).info
         reader = READERS[name]
         assert (reader.in_channels, reader.image_size, reader.num_classes) == (info.in_channels, info.image_size,
                                                                               info.num_classes)
@@ -42,7 +42,30 @@ def test_train_writes_metrics_and_checkpoint(capsys, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["method"] == "snn" and len(metrics["history"]) == 1
     assert metrics["test_size"] == 100 and metrics["firing_rates"]
+    assert (metrics["train_size"], metrics["val_size"]) == (90, 10)  # 10 % of the training split held out
+    assert "validation accuracy" in stdout
     assert (out / "checkpoint.pt").is_file()
+
+
+def test_slt_and_mpslt_record_validation_and_test_per_epoch_and_differ(capsys, tmp_path):
+    """The same model, seed and epoch as a plain and as a multi-prize ticket: different tickets, so
+    different losses; every epoch of metrics.json holds validation and test accuracy."""
+    records = {}
+    for method in ("slt", "mpslt"):
+        out = tmp_path / method
+        # all the digits (25 steps of 64): fewer steps leave a tiny SNN silent at its output (logits 0, loss ln 10)
+        code, _, _ = run_cli(capsys, "train", "--method", method, "--dataset", "digits", "--image-size", "16",
+                             "--width", "0.25", "--T", "4", "--epochs", "1", "--seed", "0", "--out", str(out),
+                             "--quiet")
+        assert code == 0
+        records[method] = json.loads((out / "metrics.json").read_text())
+    for record in records.values():
+        assert len(record["history"]) == 1
+        for entry in record["history"]:
+            assert 0 <= entry["val_accuracy"] <= 1 and 0 <= entry["test_accuracy"] <= 1
+            assert entry["val_loss"] > 0 and entry["test_loss"] > 0
+        assert record["val_accuracy"] == record["history"][-1]["val_accuracy"]
+    assert abs(records["slt"]["test_loss"] - records["mpslt"]["test_loss"]) > 1e-4
 
 
 def write_malicious_cifar(directory, marker):

@@ -35,8 +35,9 @@ def store(tmp_path_factory):
         for key, value in {"method": "mpslt", "p": f"{0.1 + i / 40:.3f}", "T": "4", "decay": "0.5", "seed": "0"}.items():
             client.log_param(run.info.run_id, key, value)
         if i != 10:
+            client.log_metric(run.info.run_id, "val_accuracy", accuracy)  # what the front ranks
             # odd trials as a sweep recorded before the metrics took slt's names ("accuracy") would have them
-            client.log_metric(run.info.run_id, "accuracy" if i % 2 else "test_accuracy", accuracy)
+            client.log_metric(run.info.run_id, "accuracy" if i % 2 else "test_accuracy", round(accuracy - 0.02, 3))
             client.log_metric(run.info.run_id, "energy_mj", energy)
         client.set_terminated(run.info.run_id, "FAILED" if i == 10 else "FINISHED")
         trials.append((f"t{i:02d}", accuracy, energy, full, i != 10))
@@ -67,7 +68,7 @@ def test_runs_table_is_typed_one_row_per_trial(store):
 def test_front_matches_brute_force_and_excludes_early_stopped_and_duplicates(store):
     uri, _, trials = store
     runs, _ = load_runs("toy", uri)
-    table = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")])
+    table = pareto_table(runs, [("val_accuracy", "max"), ("energy_mj", "min")])
     eligible = [t for t in trials if t[3] and t[4]]
     expected = {eligible[i][0] for i in brute_force_front([(t[1], t[2]) for t in eligible])}
     assert set(table.loc[table["is_pareto"], "trial_id"]) == expected
@@ -77,7 +78,7 @@ def test_front_matches_brute_force_and_excludes_early_stopped_and_duplicates(sto
     assert (duplicates["duplicate_of"] == table.loc[table["trial_id"] == "t03", "run_id"].item()).all()
     assert not duplicates["is_pareto"].any()
     assert (table.loc[table["is_pareto"], "front_rank"] == 1).all()
-    with_stopped = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
+    with_stopped = pareto_table(runs, [("val_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
     assert with_stopped.loc[with_stopped["trial_id"] == "t05", "is_pareto"].item()
 
 
@@ -86,21 +87,22 @@ def test_export_writes_csv_with_types_and_logs_it_to_the_parent(store, tmp_path,
     out = tmp_path / "pareto.csv"
     assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
     csv = pd.read_csv(out)
-    assert {"run_id", "trial_id", "method", "p", "T", "test_accuracy", "energy_mj", "is_pareto", "front_rank",
+    assert {"run_id", "trial_id", "method", "p", "T", "val_accuracy", "test_accuracy", "energy_mj", "is_pareto", "front_rank",
             "full_budget", "early_stopped", "ranked_on"} <= set(csv.columns)
     assert csv["is_pareto"].dtype == bool and csv["p"].dtype.kind == "f" and len(csv) == 30
     assert (csv["ranked_on"] == "full budget only").all()
     artifacts = [a.path for a in MlflowClient(uri).list_artifacts(parent, "pareto")]
-    assert artifacts == ["pareto/pareto_test_accuracy_energy_mj.csv"]
+    assert artifacts == ["pareto/pareto_val_accuracy_energy_mj.csv"]
     assert main(["export", "pareto", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("slt: error: out: ")
 
 
 @pytest.mark.parametrize("argv,field", [
     (["--experiment", "nope"], "experiment"),
-    (["--experiment", "toy", "--objectives", "test_accuracy"], "objectives"),
-    (["--experiment", "toy", "--objectives", "test_accuracy:max,joules:min"], "objectives"),
-    (["--experiment", "toy", "--objectives", "test_accuracy:max"], "objectives"),
+    (["--experiment", "toy", "--objectives", "val_accuracy"], "objectives"),
+    (["--experiment", "toy", "--objectives", "val_accuracy:max,joules:min"], "objectives"),
+    (["--experiment", "toy", "--objectives", "val_accuracy:max"], "objectives"),
+    (["--experiment", "toy", "--objectives", "test_accuracy:max,energy_mj:min"], "objectives"),  # test never ranks
 ])
 def test_bad_experiment_or_objectives_are_one_line(store, tmp_path, capsys, argv, field):
     uri, _, _ = store
@@ -111,10 +113,12 @@ def test_bad_experiment_or_objectives_are_one_line(store, tmp_path, capsys, argv
 
 
 def test_parse_objectives_directions():
-    assert parse_objectives("test_accuracy:max, energy_mj:min", ["test_accuracy", "energy_mj"]) == [
-        ("test_accuracy", "max"), ("energy_mj", "min")]
+    assert parse_objectives("val_accuracy:max, energy_mj:min", ["val_accuracy", "energy_mj"]) == [
+        ("val_accuracy", "max"), ("energy_mj", "min")]
     with pytest.raises(InputError, match="METRIC:max"):
-        parse_objectives("test_accuracy:up,energy_mj:min", ["test_accuracy", "energy_mj"])
+        parse_objectives("val_accuracy:up,energy_mj:min", ["val_accuracy", "energy_mj"])
+    with pytest.raises(InputError, match="test set"):
+        parse_objectives("test_accuracy:max,energy_mj:min", ["test_accuracy", "energy_mj"])
 
 
 def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
@@ -127,7 +131,8 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
             for seed in range(3):
                 rows.append({"method": method, "p": None if method in ("ann", "snn") else p, "q": None,
                              "seed": seed, "dataset": "cifar10", "model": "vgg9", "run_status": "FINISHED",
-                             "full_budget": seed != 2 or method != "slt", "test_accuracy": rng.uniform(0.2, 0.6)})
+                             "full_budget": seed != 2 or method != "slt", "test_accuracy": rng.uniform(0.2, 0.6),
+                             "epoch": 4})
     rows.append({**rows[0], "run_status": "FAILED", "test_accuracy": 0.99})
     runs = pd.DataFrame(rows)
     long = paper_table(runs, "III", p=0.5)
@@ -145,7 +150,7 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
     written = write_tables(runs, tmp_path, p=0.5)
     assert [w["table"] for w in written] == ["III"]
     markdown = (tmp_path / "table_III.md").read_text()
-    assert "| MPSLTs |" in markdown and "[87.76]" in markdown and "(n=3)" in markdown
+    assert "| MPSLTs |" in markdown and "[87.76]" in markdown and "(n=3, 4 ep)" in markdown
     assert "\\begin{tabular}" in (tmp_path / "table_III.tex").read_text()
 
 

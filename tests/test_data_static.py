@@ -12,7 +12,7 @@ import torch
 from slt.data.base import Split
 from slt.data.cifar import load_cifar10, load_cifar100
 from slt.data.digits import load_digits
-from slt.data.subset import stratified_head
+from slt.data.subset import split_off, stratified_head
 from slt.errors import InputError
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
@@ -250,3 +250,39 @@ def test_stratified_head_limits():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(InputError, match=r"^subset: "):
             stratified_head(s, bad, 3)
+
+
+# ---- the validation split ------------------------------------------------------------------------------
+
+def test_validation_split_is_stratified_seeded_disjoint_and_ordered():
+    labels = [c for c in range(3) for _ in range(10)] + [3, 3] + [4]  # classes of 10, 10, 10, 2 and 1 rows
+    rest, held = split_off(_split(labels), 0.2, 5, seed=0)
+    assert torch.bincount(held.labels, minlength=5).tolist() == [2, 2, 2, 1, 0]  # round(0.2·n), ≥ 1 where n ≥ 2
+    assert torch.bincount(rest.labels, minlength=5).tolist() == [8, 8, 8, 1, 1]
+    rows, kept = held.inputs.flatten().tolist(), rest.inputs.flatten().tolist()
+    assert sorted(rows + kept) == list(range(len(labels))) and not set(rows) & set(kept)  # a partition
+    assert rows == sorted(rows) and kept == sorted(kept)  # original order inside each
+    again, other = split_off(_split(labels), 0.2, 5, seed=0)[1], split_off(_split(labels), 0.2, 5, seed=1)[1]
+    assert again.inputs.flatten().tolist() == rows and other.inputs.flatten().tolist() != rows
+    with pytest.raises(InputError, match=r"^val_fraction: "):
+        split_off(_split([0, 1, 2]), 0.1, 3, seed=0)  # one row per class: nothing can be held out
+
+
+def test_every_dataset_gets_a_validation_split_carved_from_training():
+    from slt.data import load_dataset, read_dataset
+
+    read = read_dataset("cifar10", SHARED_CIFAR10)
+    loaded = load_dataset("cifar10", SHARED_CIFAR10)  # default val_fraction 0.1 of each class
+    counts = [508, 515, 478, 484, 527, 469, 497, 512, 518, 492]  # the subset's training images per class
+    assert torch.bincount(read.train.labels, minlength=10).tolist() == counts
+    assert torch.bincount(loaded.val.labels, minlength=10).tolist() == [51, 52, 48, 48, 53, 47, 50, 51, 52, 49]
+    assert (len(loaded.train), len(loaded.val), len(loaded.test)) == (4499, 501, 1000)
+    assert torch.equal(loaded.test.labels, read.test.labels)
+    assert torch.equal(torch.sort(torch.cat([loaded.train.labels, loaded.val.labels])).values,
+                       torch.sort(read.train.labels).values)
+    assert torch.equal(load_dataset("cifar10", SHARED_CIFAR10).val.inputs, loaded.val.inputs)  # fixed, seeded
+    small = load_dataset("digits", image_size=8, subset=100, val_fraction=0.2)
+    assert (len(small.train), len(small.val), len(small.test)) == (80, 20, 100)
+    for bad in (0, 1, 1.5, True, "0.1"):
+        with pytest.raises(InputError, match=r"^val_fraction: "):
+            load_dataset("digits", image_size=8, val_fraction=bad)

@@ -385,6 +385,12 @@ def test_slt_train_runs_end_to_end_on_real_format_gesture_files(tmp_path, capsys
     from app.cli import main
 
     make_gesture(tmp_path / "gesture")
+    # a third training trial with two windows of gesture 1, so class 0 has a validation example to give
+    root = tmp_path / "gesture"
+    t4 = np.arange(200, 220)
+    write_aedat31_events(root / "user04_lab.aedat", t4, t4 % 16, t4 % 8, t4 % 2)
+    write_labels(root / "user04_lab_labels.csv", [(1, 200, 210), (1, 210, 220)])
+    (root / "trials_to_train.txt").write_text("user01_lab.aedat\nuser02_led.aedat\nuser04_lab.aedat\n")
     out = tmp_path / "run"
     assert main(["train", "--model", "vgg9", "--method", method, "--dataset", "dvs128-gesture", "--data-dir",
                  str(tmp_path / "gesture"), "--T", "3", "--image-size", "32", "--width", "0.125", "--epochs", "1",
@@ -392,3 +398,4 @@ def test_slt_train_runs_end_to_end_on_real_format_gesture_files(tmp_path, capsys
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["time_steps"] == (1 if method == "ann" else 3)
     assert metrics["params"] > 0 and metrics["energy"]["energy_mj"] > 0
+    assert (metrics["train_size"], metrics["val_size"], metrics["test_size"]) == (4, 1, 1)  # class 0: 3 -> 2 + 1

@@ -90,18 +90,21 @@ def test_single_runs_are_plain_points():
     assert (curve.n == 1).all() and np.isnan(curve.std).all() and not any("±" in t for t in curve.hover)
 
 
-def test_decay_sweep_marks_the_best_run():
+def test_decay_sweep_marks_the_run_best_on_validation_at_its_test_accuracy():
     rng = np.random.default_rng(1)
     decays = rng.uniform(0.05, 0.95, 12)
-    rows = [{"decay": d, "test_accuracy": 0.9 - (d - 0.6) ** 2 + rng.normal(0, 0.005)} for d in decays]
-    rows.append(stopped({"decay": 0.2, "test_accuracy": 0.999}))  # better early value: must not be the optimum
+    rows = [{"decay": d, "val_accuracy": 0.9 - (d - 0.6) ** 2 + rng.normal(0, 0.005),
+             "test_accuracy": 0.9 - (d - 0.3) ** 2} for d in decays]  # test alone would prefer λ near 0.3
+    rows.append(stopped({"decay": 0.2, "val_accuracy": 0.999, "test_accuracy": 0.999}))  # early: never the optimum
     runs = runs_table(rows)
     specs = figure_specs(runs, None)
     assert [s.name for s in specs] == ["accuracy_vs_decay"]
     (optimum,) = layers(specs[0], Optimum)
-    best = runs.loc[runs["full_budget"]].sort_values("test_accuracy").iloc[-1]
+    best = runs.loc[runs["full_budget"]].sort_values("val_accuracy").iloc[-1]
+    assert best["decay"] != runs.loc[runs["full_budget"]].sort_values("test_accuracy").iloc[-1]["decay"]
     assert (optimum.x, optimum.y) == (best["decay"], best["test_accuracy"])
     assert f"{best['decay']:.3g}" in optimum.text and f"{best['test_accuracy']:.4f}" in optimum.text
+    assert not layers(figure_specs(runs.drop(columns="val_accuracy"), None)[0], Optimum)  # nothing chooses on test
     (points,) = layers(specs[0], Points)
     assert list(points.values) == list(range(12))  # colour = order of trial (the stopped t012 is left out)
     assert list(points.x) == list(decays)
@@ -148,25 +151,26 @@ def test_time_steps_with_ann_baseline():
 def pareto_runs():
     rng = np.random.default_rng(3)
     rows = [{"p": rng.uniform(0.1, 0.9), "T": int(rng.choice([1, 2, 4])), "decay": rng.uniform(0.1, 0.9),
-             "test_accuracy": rng.uniform(0.5, 0.9), "energy_mj": rng.uniform(0.01, 0.1)} for _ in range(20)]
-    rows += [stopped({"test_accuracy": 0.99, "energy_mj": 0.001 * k}) for k in (1, 2)]
-    rows.append({"test_accuracy": np.nan, "energy_mj": np.nan, "run_status": "FAILED"})
+             "val_accuracy": rng.uniform(0.5, 0.9), "test_accuracy": rng.uniform(0.5, 0.9),
+             "energy_mj": rng.uniform(0.01, 0.1)} for _ in range(20)]
+    rows += [stopped({"val_accuracy": 0.99, "test_accuracy": 0.99, "energy_mj": 0.001 * k}) for k in (1, 2)]
+    rows.append({"val_accuracy": np.nan, "test_accuracy": np.nan, "energy_mj": np.nan, "run_status": "FAILED"})
     return runs_table(rows)
 
 
 def test_pareto_scatter_draws_the_full_budget_front_and_stopped_runs_apart():
     runs = pareto_runs()
-    table = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")])
+    table = pareto_table(runs, [("val_accuracy", "max"), ("energy_mj", "min")])
     spec = spec_named(figure_specs(runs, table), "pareto_accuracy_energy")
     (front,) = layers(spec, Front)
     expected = table[table["is_pareto"]].sort_values("energy_mj")
-    assert list(front.x) == list(expected["energy_mj"]) and list(front.y) == list(expected["test_accuracy"])
+    assert list(front.x) == list(expected["energy_mj"]) and list(front.y) == list(expected["val_accuracy"])
     assert np.all(np.diff(front.x) > 0) and np.all(np.diff(front.y) > 0)  # a staircase, accuracy up with energy
     faint = [p for p in layers(spec, Points) if p.faint]
     assert len(faint) == 1 and faint[0].label.startswith("early-stopped") and sorted(faint[0].x) == [0.001, 0.002]
     assert 0.001 not in front.x
     # even when ranked with the stopped runs, they are drawn faint and never on the front line
-    loose = pareto_table(runs, [("test_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
+    loose = pareto_table(runs, [("val_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
     assert 0.001 not in layers(spec_named(figure_specs(runs, loose), "pareto_accuracy_energy"), Front)[0].x
     assert "pareto_accuracy_energy" not in [s.name for s in figure_specs(runs, None)]
 

@@ -20,8 +20,10 @@ def test_bench_runner_prints_every_ratio():
     for line in ("SNN images/s / (ANN images/s / T) =", "slt step / dense snn step", "mpslt step / dense snn step",
                  "data pipeline", "snn step achieved / matmul peak", "GP trials to propose the grid's best λ",
                  "GP trials to propose a λ tied with the best", "utilisation (full budget) =",
-                 "epochs spent: ASHA", "best accuracy found: ASHA"):
+                 "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA"):
         assert line in out, f"missing {line!r} in:\n{out}"
-    # ASHA with grace 1 on a 2-epoch budget stops at least one of 3 trials after 1 epoch: fewer epochs.
+    # ASHA (grace 1, 2-epoch budget) never spends more than the full budget; whether it stops one of these 3
+    # trials depends on the order their first epochs arrive in (asynchronous), so that is tested in
+    # test_slow_sweep.py on trials with clear losers, not here.
     asha, full = map(int, re.search(r"epochs spent: ASHA (\d+) / full (\d+)", out).groups())
-    assert asha < full == 6
+    assert 3 <= asha <= full == 6

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -31,12 +32,12 @@ def children(tmp_path, experiment="decay_rate"):
 
 
 def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
-    done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--set", "num_samples=3", "--set", "base.epochs=1"),
+    done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--set", "num_samples=5", "--set", "base.epochs=1"),
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "3 trials, 0 failed" in done.stdout and "best test_accuracy" in done.stdout
+    assert "5 trials, 0 failed" in done.stdout and "best val_accuracy" in done.stdout
     client, parents, kids = children(tmp_path)
-    assert len(parents) == 1 and len(kids) == 3
+    assert len(parents) == 1 and len(kids) == 5
     assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in parents + kids)
     for kid in kids:
@@ -44,11 +45,26 @@ def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
         assert kid.data.tags["full_budget"] == "true" and kid.data.tags["early_stopped"] == "false"
         assert kid.data.metrics["pruned_fraction"] == pytest.approx(0.5, abs=1e-3)
         assert {a.path for a in client.list_artifacts(kid.info.run_id)} == {"metrics.json", "energy_layers.json"}
+    # the searcher read validation accuracy; test accuracy was recorded for every trial, and is another number
+    import optuna
+
+    study = optuna.load_study(study_name=next((tmp_path / "results").glob("decay_rate-demo-*")).name,
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    final = {k.data.tags["trial_id"]: k.data.metrics for k in kids}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 5
+    for trial in complete:
+        assert trial.values == [final[trial.user_attrs["trial_id"]]["val_accuracy"]]
+    assert all("test_accuracy" in metrics for metrics in final.values())
+    assert any(m["val_accuracy"] != m["test_accuracy"] for m in final.values())
     tags = parents[0].data.tags
     assert tags["profile"] == "demo" and tags["search_space"] == "decay_rate" and len(tags["search_space_sha256"]) == 16
     report = next((tmp_path / "reports").glob("decay_rate-demo-*")) / "index.html"
     assert f"Report:        {report}" in done.stdout and "Pareto CSV:" in done.stdout and "MLflow UI:" in done.stdout
     assert (report.parent / "pareto.csv").is_file() and "accuracy vs" in report.read_text().lower()
+    claims = pd.read_csv(report.parent / "claims.csv")  # five λ, one seed each: numbers, but no verdict
+    assert list(claims["claim"]) == ["accuracy vs λ rises then falls"]
+    assert list(claims["verdict"]) == ["insufficient seeds (n = 1)"] and list(claims["n"]) == [1]
 
 
 def wait_for(condition, timeout, what):

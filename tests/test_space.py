@@ -50,8 +50,9 @@ profiles:
     (GOOD, ["base.p=1.0"], "base.p"),
     (GOOD, ["nonsense"], "set"),
     (GOOD.replace("type: uniform, low: 0.1, high: 0.9", "type: grid, values: [0.2, 0.8]"), [], "searched.decay"),
-    (GOOD, ["objectives=[{metric: test_accuracy, mode: max}, {metric: energy_mj, mode: min}]",
+    (GOOD, ["objectives=[{metric: val_accuracy, mode: max}, {metric: energy_mj, mode: min}]",
             "search.algorithm=grid", "searched={}"], "objectives"),
+    (GOOD, ["objectives=[{metric: test_accuracy, mode: max}]"], "objectives.0.metric"),  # the test set never chooses
 ])
 def test_bad_space_is_one_line_naming_the_field(tmp_path, text, overrides, field):
     with pytest.raises(InputError) as caught:

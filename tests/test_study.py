@@ -11,7 +11,8 @@ from sweep.study import OptunaStudyExport, distributions
 
 def _trial(trial_id, variant, accuracy=0.5):
     return SimpleNamespace(trial_id=trial_id, config={"model": "vgg9", "variant": variant},
-                           last_result={"test_accuracy": accuracy, "full_budget": True, "epoch": 4})
+                           last_result={"val_accuracy": accuracy, "test_accuracy": accuracy - 0.01, "full_budget": True,
+                                        "epoch": 4})
 
 
 def test_grid_choices_include_the_dense_baselines_of_include():

@@ -119,7 +119,7 @@ def test_mplt_uses_binary_activations_and_trains_only_scores(digits):
 
 
 def test_finetune_freezes_mask_and_trains_kept_weights(digits):
-    run = TrainingRun(make_config(**TINY, method="mpslt", p=0.5, epochs=1, finetune_epochs=1), digits)
+    run = TrainingRun(make_config(**TINY, method="mpslt", p=0.5, epochs=2, finetune_epochs=1), digits)
     run.run_epoch()
     masks = {n: l.mask().clone() for n, l in ticket_layers(run.model).items()}
     ticket_weights = {n: l.effective_weight().detach().clone() for n, l in ticket_layers(run.model).items()}
@@ -136,7 +136,7 @@ def test_finetune_freezes_mask_and_trains_kept_weights(digits):
 
 
 def test_finetune_resumes_bit_for_bit(digits):
-    cfg = make_config(**TINY, method="slt", p=0.5, epochs=1, finetune_epochs=1)
+    cfg = make_config(**TINY, method="slt", p=0.5, epochs=2, finetune_epochs=1)
     straight = TrainingRun(cfg, digits)
     straight.run_epoch(), straight.run_epoch()
     resumed = TrainingRun(cfg, digits)

@@ -47,15 +47,17 @@ def test_epoch_metrics_are_plain_numbers_with_spiking_firing_rates(digits):
     assert set(metrics["firing_rates"]) == {"features.0", "features.3", "features.7", "features.10",
                                             "features.14", "features.17", "classifier.2", "classifier.4"}
     assert all(0.0 <= r <= 1.0 for r in metrics["firing_rates"].values()) and metrics["firing_rates"]["features.0"] > 0
-    # the reported accuracy and loss are those of the model on the whole test split, counted here by hand
+    # the reported accuracies and losses are those of the model on the whole validation and test splits,
+    # counted here by hand
     run.model.eval()
-    with torch.no_grad():
-        logits = torch.cat([run.model(run.pipeline(run.test_split.inputs[i:i + 50], augment=False))
-                            for i in range(0, len(run.test_split), 50)])
-    correct = int((logits.argmax(1) == run.test_split.labels).sum())
-    assert metrics["test_accuracy"] == correct / len(run.test_split)
-    assert metrics["test_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, run.test_split.labels)),
-                                                 rel=1e-5)
+    for name, split in (("val", run.val_split), ("test", run.test_split)):
+        with torch.no_grad():
+            logits = torch.cat([run.model(run.pipeline(split.inputs[i:i + 50], augment=False))
+                                for i in range(0, len(split), 50)])
+        assert metrics[f"{name}_accuracy"] == int((logits.argmax(1) == split.labels).sum()) / len(split)
+        assert metrics[f"{name}_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, split.labels)),
+                                                        rel=1e-5)
+    assert (len(run.train_split), len(run.val_split), len(run.test_split)) == (180, 20, 200)
 
 
 def test_ann_twin_has_no_firing_rates_and_runs_one_step(digits):

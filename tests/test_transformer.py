@@ -14,10 +14,11 @@ from slt.energy import measure_energy
 from slt.errors import InputError
 from slt.models import build_model, count_parameters
 from slt.models.neurons import LIF, Units
-from slt.models.spikformer import Block, MatMul
+from slt.models import spikformer
+from slt.models.spikformer import Block, MatMul, active_units
 from slt.tickets import BinaryActivation, make_ticket, ticket_layers
-from slt.tickets.patches import TopTokens, kept_tokens, start_patch_pruning, token_scores
-from slt.train import TrainingRun, plan_phases
+from slt.tickets.patches import TopTokens, kept_tokens, start_patch_pruning, token_scores, top_token_index
+from slt.train import TrainingRun, build_network, plan_phases
 
 DIMS = dict(depth=2, embed_dim=16, heads=2)
 RUN = dict(model="spikformer-tiny", dataset="digits", image_size=16, subset=200, T=2, batch_size=50, p=0.4, **DIMS)
@@ -100,23 +101,99 @@ def test_kept_count_is_exact_ceiling():
 
 def test_kept_tokens_are_the_top_scoring_ones_per_sample_at_every_step():
     T, B, N, D = 3, 2, 8, 4
+    torch.manual_seed(0)
     tokens = torch.rand(T * B, N, D)
-    selector = TopTokens(0.5, T)
-    kept = selector(tokens)
-    scores = token_scores(tokens, T)
+    activity = torch.randint(0, 2 * D + 1, (T * B, N))
+    kept = TopTokens(0.5, T)(tokens, activity)
+    scores = token_scores(activity, T)
     for b in range(B):
-        expected = sorted(scores[b].topk(4).indices.tolist())
+        expected = top_token_index(scores[b:b + 1], 4)[0].tolist()
+        assert expected == sorted(expected)
         for t in range(T):
             assert torch.equal(kept[t * B + b], tokens[t * B + b, expected])
         dropped = [n for n in range(N) if n not in expected]
         assert scores[b, expected].min() >= scores[b, dropped].max()
 
 
-def test_spiking_token_score_is_spike_count_and_ann_score_is_l1():
-    spikes = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [2.0, 1.0]]])  # T = 2, B = 1, N = 2, D = 2
-    assert token_scores(spikes, 2).tolist() == [[1.0, 5.0]]
-    real = torch.tensor([[[-1.5, 0.5], [0.25, -0.25]]])  # T = 1
-    assert token_scores(real, 1).tolist() == [[2.0, 0.5]]
+def _units(channels_by_step):
+    """Unit outputs [T*B, D, H=1, W=N] from a list (per step) of lists (per channel) of per-token values."""
+    return torch.tensor(channels_by_step, dtype=torch.float32).unsqueeze(2)
+
+
+def test_spiking_token_score_counts_spikes_of_stage4_and_position_conv():
+    # T = 2, B = 1, D = 2 channels, N = 3 tokens; f = stage-4 spikes, r = position-conv spikes
+    f = _units([[[1, 0, 1], [1, 0, 0]], [[0, 0, 1], [0, 1, 1]]])
+    r = _units([[[0, 1, 1], [0, 0, 1]], [[1, 0, 0], [0, 0, 1]]])
+    assert active_units(f, r).tolist() == [[2, 1, 3], [1, 1, 3]]  # per time step
+    assert token_scores(active_units(f, r), 2).tolist() == [[3, 2, 6]]
+
+
+def test_sign_unit_token_score_counts_plus_ones_not_agreement():
+    # T = 1, B = 1, D = 3 channels, N = 2 tokens; f and r are sign units in {-1, +1}
+    f = _units([[[1, -1], [1, 1], [-1, -1]]])
+    r = _units([[[-1, -1], [1, -1], [1, -1]]])
+    assert token_scores(active_units(f, r), 1).tolist() == [[4, 1]]  # +1 units: 2 + 2 and 1 + 0
+    assert (f + r).abs().sum((1, 2)).tolist() == [[2.0, 4.0]]  # the old L1 of rpe(f) + f: the order reversed
+    one_channel = token_scores(active_units(_units([[[1]]]), _units([[[-1]]])), 1)
+    assert one_channel.tolist() == [[1]]  # f = +1, rpe(f) = -1: one unit on (the old L1 of the sum gave 0)
+
+
+def test_spiking_and_sign_scores_of_the_same_on_off_pattern_are_equal():
+    T, B, D, H, W = 2, 3, 8, 4, 4
+    generator = torch.Generator().manual_seed(0)
+    f_on, r_on = (torch.randint(0, 2, (T * B, D, H, W), generator=generator).bool() for _ in range(2))
+    spikes = token_scores(active_units(f_on.float(), r_on.float()), T)
+    signs = token_scores(active_units(f_on.float() * 2 - 1, r_on.float() * 2 - 1), T)
+    relu = token_scores(active_units(f_on * torch.rand(f_on.shape), r_on * torch.rand(r_on.shape)), T)
+    assert torch.equal(spikes, signs) and torch.equal(spikes, relu)
+    assert torch.equal(spikes, (f_on.sum(1) + r_on.sum(1)).flatten(1).unflatten(0, (T, B)).sum(0))
+
+
+def test_ties_keep_the_lowest_token_index_deterministically():
+    T, B, N = 2, 2, 6
+    tokens = (torch.arange(N).repeat(T * B, 1) + 100 * torch.arange(T * B).unsqueeze(1)).unsqueeze(-1).float()
+    activity = torch.tensor([[1, 2, 0, 0, 3, 1], [1, 1, 1, 1, 1, 1],  # t = 0: samples 0 and 1
+                             [0, 1, 3, 0, 0, 1], [1, 1, 1, 1, 1, 1]])  # t = 1
+    assert token_scores(activity, T).tolist() == [[1, 3, 3, 0, 3, 2], [2, 2, 2, 2, 2, 2]]
+    selector = TopTokens(0.7, T)  # keeps ⌈0.3·6⌉ = 2 of 6
+    for _ in range(3):
+        kept = selector(tokens, activity)[..., 0]
+        assert kept.tolist() == [[1, 2], [100, 101], [201, 202], [300, 301]]  # the 3-way tie drops token 4
+    assert TopTokens(0.5, T)(tokens, activity)[..., 0].tolist() == [[1, 2, 4], [100, 101, 102], [201, 202, 204],
+                                                                      [300, 301, 302]]
+    equal = torch.ones(T * B, N, dtype=torch.long)
+    assert TopTokens(0.5, T)(tokens, equal)[..., 0].tolist() == [[0, 1, 2], [100, 101, 102], [200, 201, 202],
+                                                                   [300, 301, 302]]
+
+
+def test_dense_and_stage1_models_do_not_count_activity(monkeypatch):
+    def fail(*outputs):
+        raise AssertionError("active_units ran without a token selector that wants it")
+
+    monkeypatch.setattr(spikformer, "active_units", fail)
+    model = small()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("method,unit", [("multisp-lt", BinaryActivation), ("multisp-slt", LIF)])
+def test_real_multisp_model_keeps_the_most_active_tokens(digits, method, unit):
+    cfg = make_config(**RUN, method=method, q=0.3)
+    model = build_network(cfg, digits.info)
+    assert isinstance(model.convpep.rpe[-1], unit) and isinstance(model.convpep.stages[-1][-1], unit)
+    start_patch_pruning(model, cfg.q)
+    model.eval()
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        tokens, activity = model.convpep(x, activity=True)
+    functional.reset_net(model)
+    assert activity.shape == (model.T * 4, 16) and 0 <= activity.min() and activity.max() <= 2 * 16
+    index = top_token_index(token_scores(activity, model.T), kept_tokens(16, 0.3))
+    kept = block_inputs(model, x)
+    assert kept.shape == (model.T * 4, 12, 16) and kept_tokens(16, 0.3) == math.ceil(0.7 * 16) == 12
+    assert torch.equal(kept, tokens.gather(1, index.repeat(model.T, 1).unsqueeze(-1).expand(-1, -1, 16)))
+    with torch.no_grad():
+        assert model(x).shape == (4, 10)
 
 
 @pytest.mark.parametrize("spiking", [True, False])
@@ -182,7 +259,7 @@ def test_pepsp_ticket_is_confined_to_convpep_with_ternary_weights():
 
 
 def test_stage2_freezes_convpep_and_trains_the_blocks(digits):
-    run = TrainingRun(make_config(**RUN, method="multisp-slt", epochs=1, patch_epochs=1, q=0.5), digits)
+    run = TrainingRun(make_config(**RUN, method="multisp-slt", epochs=2, patch_epochs=1, q=0.5), digits)
     run.run_epoch()
     convpep = {k: v.clone() for k, v in run.model.convpep.state_dict().items()}
     blocks = {k: v.clone() for k, v in run.model.blocks.state_dict().items()}
@@ -199,7 +276,7 @@ def test_stage2_freezes_convpep_and_trains_the_blocks(digits):
 
 
 def test_multisp_records_both_stages_and_resumes_mid_stage2_bit_for_bit(digits):
-    cfg = make_config(**RUN, method="multisp-lt", epochs=1, patch_epochs=2, q=0.3)
+    cfg = make_config(**RUN, method="multisp-lt", epochs=3, patch_epochs=2, q=0.3)  # 1 epoch of Stage 1, 2 of Stage 2
     straight = TrainingRun(cfg, digits)
     while not straight.done:
         straight.run_epoch()
@@ -274,6 +351,8 @@ def test_attention_sops_use_the_spike_operand_and_opcounter_still_runs():
     (dict(model="resnet19", method="multisp-lt"), "method"),
     (dict(model="spikformer-tiny", method="multisp-slt", q=1.0), "q"),
     (dict(model="spikformer-tiny", method="multisp-slt", patch_epochs=0), "patch_epochs"),
+    (dict(model="spikformer-tiny", method="multisp-slt", epochs=2, patch_epochs=2), "epochs"),  # no Stage 1 left
+    (dict(model="vgg9", method="slt", epochs=2, finetune_epochs=2), "epochs"),  # no search left
 ])
 def test_bad_transformer_settings_are_one_line_errors(values, field):
     with pytest.raises(InputError) as err:
@@ -284,7 +363,7 @@ def test_bad_transformer_settings_are_one_line_errors(values, field):
 def test_train_cli_runs_multisp_and_reports_tokens(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--model", "spikformer-tiny", "--depth", "1", "--embed-dim", "16", "--heads", "2",
-                 "--method", "multisp-slt", "--p", "0.4", "--q", "0.5", "--patch-epochs", "1", "--epochs", "1",
+                 "--method", "multisp-slt", "--p", "0.4", "--q", "0.5", "--patch-epochs", "1", "--epochs", "2",
                  "--dataset", "digits", "--image-size", "16", "--subset", "100", "--T", "2", "--out", str(out),
                  "--quiet"]) == 0
     assert "q=0.5 (8 of 16 tokens)" in capsys.readouterr().out
@@ -295,12 +374,14 @@ def test_train_cli_runs_multisp_and_reports_tokens(tmp_path, capsys):
     assert rows["blocks.0.attn.qk"]["macs"] == 8 * 8 * 16
 
 
-@pytest.mark.parametrize("method,extra,phases", [
-    ("snn", {}, [("train", 2)]),
-    ("pepsp-slt", {}, [("pepsp", 2)]),
+@pytest.mark.parametrize("method,extra,phases", [  # `epochs` (5) is every method's whole budget
+    ("snn", {}, [("train", 5)]),
+    ("pepsp-slt", {}, [("pepsp", 5)]),
+    ("pepsp-slt", {"patch_epochs": 3}, [("pepsp", 5)]),  # patch_epochs applies to MultiSp only
     ("multisp-slt", {"patch_epochs": 3}, [("pepsp", 2), ("multisp", 3)]),
-    ("multisp-lt", {"finetune_epochs": 1}, [("pepsp", 2), ("finetune", 1), ("multisp", 1)]),
+    ("multisp-lt", {"finetune_epochs": 1}, [("pepsp", 3), ("finetune", 1), ("multisp", 1)]),
 ])
 def test_phase_plans(method, extra, phases):
-    cfg = make_config(model="spikformer-tiny", method=method, epochs=2, **extra)
+    cfg = make_config(model="spikformer-tiny", method=method, epochs=5, **extra)
     assert [(phase.name, phase.epochs) for phase in plan_phases(cfg)] == phases
+    assert sum(phase.epochs for phase in plan_phases(cfg)) == 5

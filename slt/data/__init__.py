@@ -8,6 +8,8 @@ from slt.data.base import Dataset, DatasetInfo, Split
 from slt.errors import InputError
 
 DIGITS_SPLIT_SEED = 0  # the digits train/test split is fixed, whatever the run's seed
+# The validation split is fixed too: every trial of a sweep, whatever its seed, is scored on the same images.
+VAL_SPLIT_SEED = 0
 
 
 def _digits(data_dir, frames: int, image_size: int | None, label_kind: str) -> Dataset:
@@ -62,10 +64,11 @@ READERS = {
 }
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int = 4, image_size: int | None = None,
+def read_dataset(name: str, data_dir: str | Path | None = None, *, frames: int = 4, image_size: int | None = None,
                  label_kind: str = "fine", subset: int | None = None) -> Dataset:
-    """Read a dataset's splits; `subset` keeps the first N examples of each split, stratified by class.
+    """A dataset's training and test splits as its reader gives them (no validation split yet).
 
+    `subset` keeps the first N examples of each split, stratified by class.
     frames: event frames per sample (= the SNN's T) for the DVS datasets.
     image_size: the upsampled size of digits (default 32); ignored by the other readers.
     """
@@ -87,4 +90,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int =
     return dataset
 
 
-__all__ = ["READERS", "Dataset", "DatasetInfo", "Reader", "Split", "load_dataset"]
+def load_dataset(name: str, data_dir: str | Path | None = None, *, frames: int = 4, image_size: int | None = None,
+                 label_kind: str = "fine", subset: int | None = None, val_fraction: float = 0.1) -> Dataset:
+    """A dataset's train/validation/test splits: read_dataset, then `val_fraction` of the training
+    examples (stratified by class, seeded with VAL_SPLIT_SEED, at least one per class) become the
+    validation split, never trained on."""
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
+        raise InputError("val_fraction", f"{val_fraction!r} is not allowed; allowed: a number in the open interval "
+                                         "(0, 1) (fraction of the training split held out for validation)")
+    from slt.data.subset import split_off
+
+    dataset = read_dataset(name, data_dir, frames=frames, image_size=image_size, label_kind=label_kind, subset=subset)
+    train, val = split_off(dataset.train, val_fraction, dataset.info.num_classes, VAL_SPLIT_SEED)
+    return Dataset(dataset.info, train, dataset.test, val)
+
+
+__all__ = ["READERS", "Dataset", "DatasetInfo", "Reader", "Split", "load_dataset", "read_dataset"]

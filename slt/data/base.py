@@ -38,6 +38,9 @@ class Split:
 
 @dataclass
 class Dataset:
+    """A dataset's splits. Readers give train and test; load_dataset carves `val` out of train."""
+
     info: DatasetInfo
     train: Split
     test: Split
+    val: Split | None = None

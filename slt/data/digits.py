@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from slt.data.base import Dataset, DatasetInfo, Split
+from slt.data.subset import stratified_mask
 from slt.errors import InputError
 
 MAX_IMAGE_SIZE = 256  # 1,797 float images of 256x256 are ~470 MB while upsampling; larger is a typo
@@ -20,17 +21,6 @@ def _check_args(image_size, seed, test_fraction) -> None:
         raise InputError("seed", f"must be an integer, got {seed!r}")
     if type(test_fraction) not in (int, float) or not 0 < test_fraction < 1:
         raise InputError("test_fraction", f"must be a number strictly between 0 and 1, got {test_fraction!r}")
-
-
-def _stratified_test_mask(labels: torch.Tensor, num_classes: int, seed: int, fraction: float) -> torch.Tensor:
-    """Boolean mask of test rows: round(count * test_fraction) random rows of each class, seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(labels.shape[0], dtype=torch.bool)
-    for c in range(num_classes):
-        idx = (labels == c).nonzero().squeeze(1)
-        k = int(round(idx.numel() * fraction))
-        mask[idx[torch.randperm(idx.numel(), generator=gen)[:k]]] = True
-    return mask
 
 
 def load_digits(image_size: int = 32, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
@@ -49,7 +39,7 @@ def load_digits(image_size: int = 32, seed: int = 0, test_fraction: float = 0.2)
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     inputs = images.round().clamp_(0, 255).to(torch.uint8)
 
-    test_mask = _stratified_test_mask(labels, 10, seed, float(test_fraction))
+    test_mask = stratified_mask(labels, 10, seed, float(test_fraction))
     train = Split(inputs[~test_mask], labels[~test_mask])
     test = Split(inputs[test_mask], labels[test_mask])
 

@@ -15,6 +15,9 @@ tokens, Linear, mean over T.
 
 Every block works on any token count L <= N: between ConvPEP and the blocks sits `token_selector`
 (nn.Identity; MultiSp's Stage 2 swaps in slt.tickets.patches.TopTokens, which keeps L < N tokens).
+A selector with `wants_activity = True` is called as selector(tokens, activity), where activity
+[T*B, N] counts the active ConvPEP units feeding each token at each time step (see `active_units`);
+ConvPEP computes it only then, so dense models and Stage 1 pay nothing.
 spikingjelly 2.0's Spikformer computes the same network, but its blocks reshape tokens back to the
 H x W grid and use Conv1d in channel-first layout; here the layers are nn.Linear on [T*B, L, D] (so
 the energy hooks count them like any linear layer) and the two attention products are MatMul modules
@@ -139,8 +142,22 @@ def _conv_bn(cin: int, cout: int, pool: bool) -> list[nn.Module]:
     return layers + [nn.MaxPool2d(3, stride=2, padding=1)] if pool else layers
 
 
+def active_units(*unit_outputs: torch.Tensor) -> torch.Tensor:
+    """Active units per token and time step: outputs [T*B, D, H, W] -> [T*B, N = H*W] (integer counts).
+
+    A unit is active when its output is > 0: a LIF spike, +1 of a sign unit, a positive ReLU output.
+    """
+    # > 0, not |x|: spikes {0, 1} and sign units {-1, +1} alike then count how many binary units are on
+    return sum((output > 0).sum(1) for output in unit_outputs).flatten(1)
+
+
 class ConvPEP(nn.Module):
-    """Convolutional patch embedding + relative position conv: input -> tokens [T*B, N, D]."""
+    """Convolutional patch embedding + relative position conv: input -> tokens [T*B, N, D].
+
+    forward(x, activity=True) also returns the active units per token and time step [T*B, N]: the
+    active stage-4 units f plus the active position-conv units rpe(f), counted apart because the
+    sum rpe(f) + f no longer says which unit was on (with sign units +1 + -1 = 0, with spikes 1 + 0 = 1).
+    """
 
     def __init__(self, in_channels: int, image_size: int, dim: int, *, units: Units):
         super().__init__()
@@ -158,11 +175,13 @@ class ConvPEP(nn.Module):
             grid = (grid + 1) // 2 if pool else grid  # max-pool k3 s2 p1 gives ceil(size / 2)
         self.num_tokens = grid * grid
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem_unit(encode(self.stem, x, self.T)))
-        x = self.rpe(x) + x
+    def forward(self, x: torch.Tensor, activity: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        f = self.stages(self.stem_unit(encode(self.stem, x, self.T)))
+        position = self.rpe(f)
+        x = position + f
         # [T*B, D, H, W] -> [T*B, N, D], contiguous like gathered tokens, so pruning at q = 0 is bit-identical
-        return x.flatten(2).transpose(1, 2).contiguous()
+        tokens = x.flatten(2).transpose(1, 2).contiguous()
+        return (tokens, active_units(f, position)) if activity else tokens
 
 
 class Spikformer(nn.Module):
@@ -173,6 +192,8 @@ class Spikformer(nn.Module):
         super().__init__()
         self.T = units.T
         self.convpep = ConvPEP(in_channels, image_size, embed_dim, units=units)
+        # nn.Identity, or MultiSp's TopTokens (set by slt.tickets.patches.start_patch_pruning; models do not
+        # import tickets): a selector with wants_activity = True also gets ConvPEP's active units per token
         self.token_selector: nn.Module = nn.Identity()
         self.blocks = nn.ModuleList(Block(embed_dim, heads, units=units) for _ in range(depth))
         self.classifier = nn.Sequential(nn.Linear(embed_dim, num_classes))
@@ -189,7 +210,10 @@ class Spikformer(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.token_selector(self.convpep(x))
+        if getattr(self.token_selector, "wants_activity", False):
+            tokens = self.token_selector(*self.convpep(x, activity=True))  # (tokens, activity [T*B, N])
+        else:
+            tokens = self.token_selector(self.convpep(x))
         for block in self.blocks:
             tokens = block(tokens)
         return decode(self.classifier(tokens.mean(1)), self.T)
