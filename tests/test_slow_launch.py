@@ -348,10 +348,15 @@ def test_compose_topology_as_local_processes(tmp_path, procs, scratch):
     assert "2 trials, 0 failed" in output
     sweep = check_sweep(storage, tracking)
 
-    # The two trials ran one on each node (1 CPU each, 2 concurrent trials).
-    actors = ray_json(["list", "actors", "--address", f"{node_ip}:{gcs}", "--detail", "--limit", "1000"], env)
-    trial_nodes = {a["node_id"] for a in actors if a["class_name"] == "ImplicitFunc"}
-    assert trial_nodes == {n["node_id"] for n in nodes}
+    # The two trials ran one on each node (1 CPU each, 2 concurrent trials). Ray's state API answers from
+    # what it has gathered so far (on a loaded machine once with no actors at all): ask until it knows them.
+    def trial_nodes():
+        actors = ray_json(["list", "actors", "--address", f"{node_ip}:{gcs}", "--detail", "--limit", "1000"], env)
+        seen = {a["node_id"] for a in actors if a["class_name"] == "ImplicitFunc"}
+        return seen if len(seen) >= 2 else None
+
+    found = wait_until(trial_nodes, timeout=60, interval=3, what="the two trials' actors on two nodes in Ray's state API")
+    assert found == {n["node_id"] for n in nodes}
 
     # The runs live in PostgreSQL, and the trials' files went through the server to its artifact store.
     connection = psycopg2.connect(host="127.0.0.1", port=pg_port, user="postgres", password=password,
