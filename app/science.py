@@ -141,8 +141,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = restore_run(args.checkpoint, args.data_dir, args.device)
     cfg = run.cfg
-    val = evaluate(run.model, run.val_split, run.pipeline, batch_size=cfg.batch_size, desc="val")
-    result = evaluate(run.model, run.test_split, run.pipeline, batch_size=cfg.batch_size)
+    val = evaluate(run.model, run.val_split, run.pipeline, batch_size=cfg.batch_size, desc="val", dtype=run.dtype)
+    result = evaluate(run.model, run.test_split, run.pipeline, batch_size=cfg.batch_size, dtype=run.dtype)
     report = {"checkpoint": args.checkpoint, "method": cfg.method, "model": cfg.model, "dataset": cfg.dataset,
               "epoch": run.epoch, "val_accuracy": val["accuracy"], "val_loss": val["loss"],
               "test_accuracy": result["accuracy"], "test_loss": result["loss"],

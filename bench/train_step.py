@@ -1,5 +1,6 @@
-"""Training-step throughput of VGG-9: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense SNN, data share,
-and the achieved FLOP/s of the SNN and ANN steps against this machine's measured matmul peak.
+"""Training-step throughput of VGG-9 in float32 and bf16: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense
+SNN, bf16 vs fp32 steps, data share, the achieved FLOP/s of the SNN and ANN steps against this
+machine's measured float32 and bf16 matmul peaks, and the fused LIF against spikingjelly's.
 
 Every method is measured side by side in one run, interleaved round by round, and reported as ratios
 (absolute times on a shared machine are noise). Usage: python -m bench.train_step [--width 0.25] [--rounds 5]
@@ -24,7 +25,8 @@ from slt.train import TrainingRun  # noqa: E402
 
 
 def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
-    """Seconds per image of (whole training step, data pipeline part) over `batches` steps."""
+    """Seconds per image of (whole training step, data pipeline part) over `batches` steps, in the run's
+    precision (bf16: the forward under autocast, as slt.train runs it)."""
     run.model.train()
     step_total = data_total = 0.0
     images = 0
@@ -33,7 +35,9 @@ def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
         start = time.perf_counter()
         inputs = run.pipeline(raw, augment=True, generator=run.generator)
         data_done = time.perf_counter()
-        loss = F.cross_entropy(run.model(inputs), labels)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.dtype == torch.bfloat16):
+            logits = run.model(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -45,15 +49,31 @@ def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
     return step_total / images, data_total / images
 
 
-def matmul_seconds(n: int = 1024, repeats: int = 5) -> float:
-    """Seconds per float32 n x n matmul, best of `repeats` (the machine's dense-compute peak)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+def matmul_seconds(n: int, dtype: torch.dtype = torch.float32) -> float:
+    """Best of 10 timings of one n x n matmul in `dtype`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(10):
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
+    return best
+
+
+def lif_seconds(backend: str, shape: tuple[int, ...]) -> float:
+    """Best of 5 timings of one LIF forward + backward on a [T*B, ...] current (T = shape[0] // batch)."""
+    from slt.models.neurons import LIF
+
+    lif = LIF(T=4, decay=0.5, backend=backend)
+    x = torch.randn(*shape).mul_(1.5).requires_grad_()
+    upstream = torch.randn(*shape)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        (lif(x) * upstream).sum().backward()
+        functional.reset_net(lif)
+        best = min(best, time.perf_counter() - start)
+        x.grad = None
     return best
 
 
@@ -83,35 +103,54 @@ def main(argv=None) -> None:
     data = load_dataset(dataset_name, args.data_dir, subset=2 * args.batch_size * args.batches)
     common = dict(model="vgg9", dataset=dataset_name, data_dir=args.data_dir, width=args.width,
                   batch_size=args.batch_size, T=args.T)
-    runs = {method: TrainingRun(make_config(**common, method=method, p=args.p), data)
-            for method in ("snn", "ann", "slt", "mpslt")}
-    for run in runs.values():  # warm-up: allocator, first-call overheads
+    runs = {(method, precision): TrainingRun(make_config(**common, method=method, p=args.p, precision=precision), data)
+            for precision in ("fp32", "bf16") for method in ("snn", "ann", "slt", "mpslt")}
+    lif_shape = (args.T * args.batch_size, max(1, int(64 * args.width)), 32, 32)  # VGG-9's first LIF layer
+    for run in runs.values():  # warm-up: allocator, first-call overheads, the fused LIF's compilation
         time_steps(run, 2)
-    samples = {m: [] for m in runs}
-    matmul = []
+    samples = {key: [] for key in runs}
+    peaks = {torch.float32: [], torch.bfloat16: []}
+    lif = {"spikingjelly": [], "fused": []}
     for _ in range(args.rounds):
-        for method, run in runs.items():
-            samples[method].append(time_steps(run, args.batches))
-        matmul.append(matmul_seconds(args.matmul_n))
+        for key, run in runs.items():
+            samples[key].append(time_steps(run, args.batches))
+        for dtype in peaks:
+            peaks[dtype].append(matmul_seconds(args.matmul_n, dtype))
+        for backend in lif:
+            lif[backend].append(lif_seconds(backend, lif_shape))
+    report(args, runs, samples, peaks, lif, lif_shape)
 
-    step = {m: statistics.median(s[0] for s in samples[m]) for m in runs}
-    data_share = {m: statistics.median(s[1] / s[0] for s in samples[m]) for m in runs}
-    print(f"# VGG-9 width {args.width}, {dataset_name} 32x32, batch {args.batch_size}, T={args.T}, "
-          f"torch threads {torch.get_num_threads()}, median of {args.rounds} interleaved rounds")
-    for m in runs:
-        print(f"{m}: {1 / step[m]:8.1f} images/s   data pipeline {100 * data_share[m]:.1f}% of step time")
-    ips = {m: 1 / step[m] for m in runs}
-    print(f"SNN images/s / (ANN images/s / T) = {ips['snn'] / (ips['ann'] / args.T):.2f}   "
-          f"(1.0: an SNN step costs exactly T ANN steps; below 1: more)")
-    print(f"ANN images/s / SNN images/s      = {ips['ann'] / ips['snn']:.2f}")
-    for ticket in ("slt", "mpslt"):
-        print(f"{ticket + ' step / dense snn step':<32} = {step[ticket] / step['snn']:.2f}   (goal <= 1.10)")
-    peak = 2 * args.matmul_n ** 3 / statistics.median(matmul)
-    print(f"matmul peak ({args.matmul_n}x{args.matmul_n} float32)   = {peak / 1e9:.1f} GFLOP/s")
+
+def report(args, runs, samples, peaks, lif, lif_shape) -> None:
+    step = {k: statistics.median(s[0] for s in samples[k]) for k in runs}
+    data_share = {k: statistics.median(s[1] / s[0] for s in samples[k]) for k in runs}
+    print(f"# VGG-9 width {args.width}, batch {args.batch_size}, T={args.T}, torch threads {torch.get_num_threads()}, "
+          f"median of {args.rounds} interleaved rounds; LIF: fused (compiled) unless said")
+    for (method, precision) in runs:
+        print(f"{method} {precision}: {1 / step[method, precision]:8.1f} images/s   data pipeline "
+              f"{100 * data_share[method, precision]:.1f}% of step time")
+    for precision in ("fp32", "bf16"):
+        ips = {m: 1 / step[m, precision] for m in ("snn", "ann")}
+        print(f"[{precision}] SNN images/s / (ANN images/s / T) = {ips['snn'] / (ips['ann'] / args.T):.2f}   "
+              f"(1.0: an SNN step costs exactly T ANN steps; below 1: more)")
+        for ticket in ("slt", "mpslt"):
+            print(f"[{precision}] {ticket + ' step / dense snn step':<28} = "
+                  f"{step[ticket, precision] / step['snn', precision]:.2f}   (goal <= 1.0)")
+    for method in ("snn", "ann", "slt", "mpslt"):
+        print(f"{method} bf16 step speed / fp32 step speed = {step[method, 'fp32'] / step[method, 'bf16']:.2f}")
+    flops = 2 * args.matmul_n ** 3
+    peak = {dtype: flops / statistics.median(times) for dtype, times in peaks.items()}
+    print(f"matmul peak ({args.matmul_n}x{args.matmul_n}): float32 {peak[torch.float32] / 1e9:.1f}, bfloat16 "
+          f"{peak[torch.bfloat16] / 1e9:.1f} GFLOP/s (bf16 / fp32 = {peak[torch.bfloat16] / peak[torch.float32]:.2f})")
     for method in ("snn", "ann"):
-        achieved = training_flops(runs[method]) / step[method]
-        print(f"{method} step achieved / matmul peak  = {achieved / 1e9:.1f} / {peak / 1e9:.1f} GFLOP/s "
-              f"= {achieved / peak:.2f}")
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            achieved = training_flops(runs[method, precision]) / step[method, precision]
+            print(f"{method} step achieved / matmul peak [{precision}] = {achieved / 1e9:.1f} / "
+                  f"{peak[dtype] / 1e9:.1f} GFLOP/s = {achieved / peak[dtype]:.2f}")
+    fused, reference = statistics.median(lif["fused"]), statistics.median(lif["spikingjelly"])
+    print(f"LIF forward+backward on {list(lif_shape)}: spikingjelly {1e3 * reference:.1f} ms, fused {1e3 * fused:.1f} ms"
+          f" -> fused LIF speed / spikingjelly = {reference / fused:.2f}")
+
 
 if __name__ == "__main__":
     main()

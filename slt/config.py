@@ -81,6 +81,13 @@ class TrainConfig(BaseModel):
                                   "the kept tokens), after Stage 1 (PEPSp)", ge=1)
     seed: int = _field(0, "seed of initialisation, shuffling and augmentation")
     device: Literal["auto", "cpu", "cuda"] = _field("auto", "where to train")
+    neuron_backend: Literal["auto", "fused", "spikingjelly"] = _field(
+        "auto", "the LIF's implementation: fused (compiled forward and BPTT, bit-identical to spikingjelly's) or "
+                "spikingjelly (the reference); auto = fused on CPU, spikingjelly (its CUDA kernels) on GPUs")
+    precision: Literal["auto", "fp32", "bf16"] = _field(
+        "fp32", "arithmetic of convolutions and linear layers: bf16 (autocast; membranes, BN statistics, loss and "
+                "optimiser state stay float32) or fp32; auto = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, "
+                "else fp32 (fp32 stays the default until bf16's accuracy parity is measured)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -41,11 +41,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix or vector units (AMX-BF16, AVX512-BF16): Linux's /proc/cpuinfo flags."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The dtype convolutions and linear layers run in: bfloat16 or float32 ("auto": bf16 where the
+    hardware has it, on CUDA or on a CPU with AMX/AVX512-BF16)."""
+    if name == "auto":
+        bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def resolve_neuron_backend(cfg: TrainConfig) -> str:
+    """The LIF implementation: "auto" = the fused one on CPU, spikingjelly's (CUDA kernels) on a GPU."""
+    if cfg.neuron_backend != "auto":
+        return cfg.neuron_backend
+    return "spikingjelly" if resolve_device(cfg.device).type == "cuda" else "fused"
+
+
 def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, batch_size: int, train: bool,
                  optimizer: torch.optim.Optimizer | None = None, generator: torch.Generator | None = None,
-                 augment: bool = False, desc: str = "", progress: bool = False) -> dict[str, Any]:
-    """The one loop behind train_epoch and evaluate."""
+                 augment: bool = False, desc: str = "", progress: bool = False,
+                 dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """The one loop behind train_epoch and evaluate; `dtype` bfloat16 runs the forward under autocast."""
     model.train(train)
+    device = split.labels.device
     total_loss, correct, seen = 0.0, 0, 0
     started = time.perf_counter()
     with FiringRates(model, LIF) as rates, torch.set_grad_enabled(train):
@@ -54,8 +81,9 @@ def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, bat
                    disable=None if progress else True)  # None: only on a terminal
         for raw, labels in bar:
             inputs = pipeline(raw, augment=augment, generator=generator)
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, labels)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float(), labels)  # float32: the loss and its gradient's scale
             if train:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss is {loss.item()} after {seen} images")
@@ -80,16 +108,18 @@ def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, bat
 
 
 def train_epoch(model: nn.Module, split: Split, pipeline: BatchPipeline, optimizer: torch.optim.Optimizer, *,
-                batch_size: int, generator: torch.Generator, augment: bool = True, progress: bool = False) -> dict:
+                batch_size: int, generator: torch.Generator, augment: bool = True, progress: bool = False,
+                dtype: torch.dtype = torch.float32) -> dict:
     """One pass over `split` in random order with augmentation; returns loss, accuracy, firing rates, timing."""
     return _run_batches(model, split, pipeline, batch_size=batch_size, train=True, optimizer=optimizer,
-                        generator=generator, augment=augment, desc="train", progress=progress)
+                        generator=generator, augment=augment, desc="train", progress=progress, dtype=dtype)
 
 
 def evaluate(model: nn.Module, split: Split, pipeline: BatchPipeline, *, batch_size: int,
-             progress: bool = False, desc: str = "test") -> dict:
+             progress: bool = False, desc: str = "test", dtype: torch.dtype = torch.float32) -> dict:
     """Loss, accuracy and firing rates on `split` without augmentation or gradients."""
-    return _run_batches(model, split, pipeline, batch_size=batch_size, train=False, desc=desc, progress=progress)
+    return _run_batches(model, split, pipeline, batch_size=batch_size, train=False, desc=desc, progress=progress,
+                        dtype=dtype)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -118,7 +148,7 @@ def build_network(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     image_size = cfg.image_size if (info.is_event and cfg.image_size) else info.image_size
     model = build_model(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels,
                         image_size=image_size, spiking=cfg.spiking, T=cfg.time_steps, decay=cfg.decay,
-                        width=cfg.width, **model_options(cfg))
+                        width=cfg.width, neuron_backend=resolve_neuron_backend(cfg), **model_options(cfg))
     method = cfg.method_info
     if method.ticket == "biprop" and cfg.weight_init == "signed_constant":
         logger.warning("slt: warning: weight_init signed_constant makes every |w| of a layer equal, so %s's "
@@ -170,6 +200,7 @@ class TrainingRun:
         self.cfg = cfg
         self.progress = progress
         self.device = resolve_device(cfg.device)
+        self.dtype = resolve_precision(cfg.precision, self.device)
         if dataset is None:
             dataset = load_dataset(cfg.dataset, cfg.data_dir, frames=cfg.T, image_size=cfg.image_size,
                                    label_kind=cfg.label_kind, subset=cfg.subset, val_fraction=cfg.val_fraction)
@@ -219,12 +250,12 @@ class TrainingRun:
         lr = self.optimizer.param_groups[0]["lr"]
         train = train_epoch(self.model, self.train_split, self.pipeline, self.optimizer,
                             batch_size=self.cfg.batch_size, generator=self.generator,
-                            augment=self.cfg.augment, progress=self.progress)
+                            augment=self.cfg.augment, progress=self.progress, dtype=self.dtype)
         self.scheduler.step()
         val = evaluate(self.model, self.val_split, self.pipeline, batch_size=self.cfg.batch_size,
-                       progress=self.progress, desc="val")
+                       progress=self.progress, desc="val", dtype=self.dtype)
         test = evaluate(self.model, self.test_split, self.pipeline, batch_size=self.cfg.batch_size,
-                        progress=self.progress)
+                        progress=self.progress, dtype=self.dtype)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch,
@@ -251,6 +282,7 @@ class TrainingRun:
         result = {
             "method": self.cfg.method,
             "time_steps": self.cfg.time_steps,
+            "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",  # what `auto` resolved to
             "total_epochs": self.total_epochs,
             "params": count_parameters(self.model),
             "train_size": len(self.train_split),

@@ -102,3 +102,42 @@ def test_unknown_model_and_bad_T_refused():
         build_model("vgg11", num_classes=10, in_channels=3, image_size=32, spiking=True)
     with pytest.raises(InputError, match="^T: "):
         build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=True, T=0)
+
+
+# ---- the fused LIF against spikingjelly's ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("decay,threshold", [(0.5, 1.0), (0.8, 0.5)])
+def test_fused_lif_equals_spikingjelly_in_spikes_and_gradients(dtype, decay, threshold):
+    """Random currents (a conv's output, float32 or bf16 under autocast): the same spikes, bit for bit,
+    and the same BPTT gradients through the ATan surrogate and the detached hard reset."""
+    generator = torch.Generator().manual_seed(3)
+    current = (1.5 * torch.randn(4 * 6, 5, 7, 7, generator=generator)).to(dtype)
+    upstream = torch.randn(4 * 6, 5, 7, 7, generator=generator)
+    spikes, grads = {}, {}
+    for backend in ("spikingjelly", "fused"):
+        x = current.clone().requires_grad_()
+        lif = LIF(T=4, decay=decay, threshold=threshold, backend=backend)
+        out = lif(x)
+        (out * upstream).sum().backward()
+        functional.reset_net(lif)
+        spikes[backend], grads[backend] = out, x.grad
+    assert spikes["fused"].dtype == torch.float32 and 0.05 < spikes["fused"].mean() < 0.6
+    assert torch.equal(spikes["fused"], spikes["spikingjelly"])
+    assert grads["fused"].dtype == dtype and grads["fused"].abs().sum() > 0
+    torch.testing.assert_close(grads["fused"], grads["spikingjelly"], rtol=1e-6, atol=1e-7)
+
+
+def test_fused_lif_matches_hand_computation_and_is_the_cpu_default():
+    lif = LIF(T=6, decay=0.5, backend="fused")
+    assert lif(torch.full((6, 1), 0.6)).view(-1).tolist() == [0, 0, 1, 0, 0, 1]
+    from slt.config import make_config
+    from slt.train import resolve_neuron_backend
+
+    assert resolve_neuron_backend(make_config(device="cpu")) == "fused"
+    assert resolve_neuron_backend(make_config(device="cpu", neuron_backend="spikingjelly")) == "spikingjelly"
+    model = build_model("vgg9", num_classes=10, in_channels=1, image_size=16, spiking=True, T=2, width=0.125,
+                        neuron_backend="fused")
+    assert {m.backend for m in model.modules() if isinstance(m, LIF)} == {"fused"}
+    with pytest.raises(InputError, match="^neuron_backend: "):
+        LIF(T=2, decay=0.5, backend="cupy-typo")

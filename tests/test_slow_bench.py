@@ -18,7 +18,8 @@ def test_bench_runner_prints_every_ratio():
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     for line in ("SNN images/s / (ANN images/s / T) =", "slt step / dense snn step", "mpslt step / dense snn step",
-                 "data pipeline", "snn step achieved / matmul peak", "GP trials to propose the grid's best λ",
+                 "data pipeline", "snn step achieved / matmul peak", "snn bf16 step speed / fp32 step speed",
+                 "fused LIF speed / spikingjelly", "GP trials to propose the grid's best λ",
                  "GP trials to propose a λ tied with the best", "utilisation (full budget) =",
                  "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA"):
         assert line in out, f"missing {line!r} in:\n{out}"

@@ -72,3 +72,35 @@ def test_nan_loss_is_reported(digits):
         run.model.classifier[-1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="loss is nan"):
         run.run_epoch()
+
+
+@pytest.mark.parametrize("precision,conv_dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_sets_the_matmul_dtype_and_keeps_state_float32(digits, precision, conv_dtype):
+    """bf16: convolutions and linear layers compute in bfloat16 (autocast); the LIF membranes, BN
+    statistics, parameters, loss and Adam's moments stay float32. fp32: everything float32."""
+    from torch import nn
+
+    from slt.models.neurons import LIF
+
+    run = TrainingRun(make_config(**TINY, method="mpslt", epochs=1, precision=precision), digits)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, (inputs[0].dtype, output.dtype))
+        return hook
+
+    for name, module in run.model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, LIF)):
+            module.register_forward_hook(record(name))
+    metrics = run.run_epoch()
+    assert run.summary()["precision"] == precision and 0 <= metrics["val_accuracy"] <= 1
+    layers = {n: d for n, d in seen.items() if not isinstance(run.model.get_submodule(n), LIF)}
+    units = {n: d for n, d in seen.items() if isinstance(run.model.get_submodule(n), LIF)}
+    assert len(layers) == 9 and {out for _, out in layers.values()} == {conv_dtype}
+    assert len(units) == 8 and {out for _, out in units.values()} == {torch.float32}  # spikes from f32 membranes
+    assert {p.dtype for p in run.model.parameters()} == {torch.float32}
+    assert {b.dtype for n, b in run.model.named_buffers() if "running" in n} == {torch.float32}
+    moments = [s["exp_avg"] for s in run.optimizer.state.values()]
+    assert moments and {m.dtype for m in moments} == {torch.float32}
+    assert isinstance(metrics["train_loss"], float)

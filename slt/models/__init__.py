@@ -14,9 +14,11 @@ MODELS = {"vgg9": VGG9, "resnet19": ResNet19, **{name: partial(build_spikformer,
 
 
 def build_model(name: str, *, num_classes: int, in_channels: int, image_size: int, spiking: bool,
-                T: int = 4, decay: float = 0.5, width: float = 1.0, **options) -> nn.Module:
+                T: int = 4, decay: float = 0.5, width: float = 1.0, neuron_backend: str = "spikingjelly",
+                **options) -> nn.Module:
     """Build `name` as an SNN (spiking=True: LIF units, T time steps) or as its ANN twin (ReLU, T=1).
 
+    neuron_backend: the LIF's implementation (slt.models.neurons.NEURON_BACKENDS).
     options: pool= for vgg9; depth=, embed_dim=, heads= for the transformers (None = the preset).
     """
     if name not in MODELS:
@@ -25,7 +27,7 @@ def build_model(name: str, *, num_classes: int, in_channels: int, image_size: in
         raise InputError("T", f"{T} time steps; allowed: an integer >= 1")
     if width <= 0:
         raise InputError("width", f"{width}; allowed: a number > 0")
-    units = Units(spiking, T, decay) if spiking else Units(False)
+    units = Units(spiking, T, decay, neuron_backend) if spiking else Units(False)
     return MODELS[name](num_classes, in_channels, image_size, units=units, width=width, **options)
 
 

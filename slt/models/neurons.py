@@ -15,6 +15,7 @@ from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 from torch import nn  # noqa: E402
 
 from slt.errors import InputError  # noqa: E402
+from slt.models.fused_lif import fused_lif  # noqa: E402
 
 
 def tau_from_decay(decay: float) -> float:
@@ -24,16 +25,25 @@ def tau_from_decay(decay: float) -> float:
     return float(1.0 / (1.0 - decay))
 
 
+NEURON_BACKENDS = ("fused", "spikingjelly")
+
+
 class LIF(nn.Module):
     """LIF with hard reset to 0, threshold 1: U[t] = λ·U[t-1] + I[t], spike when U >= threshold.
 
-    Input and output are [T*B, ...]; the membrane runs over T steps in multi-step mode.
+    Input and output are [T*B, ...]; the membrane starts at 0 and runs over the T steps of each call
+    (multi-step). backend "fused": slt.models.fused_lif (compiled, bit-identical); "spikingjelly": its
+    LIFNode (the reference; CUDA kernels on GPUs).
     """
 
-    def __init__(self, T: int, decay: float, threshold: float = 1.0):
+    def __init__(self, T: int, decay: float, threshold: float = 1.0, backend: str = "spikingjelly"):
         super().__init__()
+        if backend not in NEURON_BACKENDS:
+            raise InputError("neuron_backend", f"{backend!r}; allowed: {', '.join(NEURON_BACKENDS)}")
         self.T = T
         self.decay = decay
+        self.threshold = threshold
+        self.backend = backend
         self.node = neuron.LIFNode(
             tau=tau_from_decay(decay),
             decay_input=False,
@@ -45,10 +55,15 @@ class LIF(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.node(x.unflatten(0, (self.T, -1))).flatten(0, 1)
+        # float32 membrane under bf16 autocast: U accumulates over T, and bf16's 8-bit mantissa would move
+        # threshold crossings (spikingjelly keeps the state in its input's dtype)
+        x_seq = x.float().unflatten(0, (self.T, -1))
+        if self.backend == "fused":
+            return fused_lif(x_seq, self.node.tau, self.threshold).flatten(0, 1)
+        return self.node(x_seq).flatten(0, 1)
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, decay={self.decay}"
+        return f"T={self.T}, decay={self.decay}, backend={self.backend}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Units:
     spiking: bool
     T: int = 1
     decay: float = 0.5
+    backend: str = "spikingjelly"  # of the LIF: NEURON_BACKENDS
 
     def __call__(self, threshold: float = 1.0) -> nn.Module:
-        return LIF(self.T, self.decay, threshold) if self.spiking else nn.ReLU()
+        return LIF(self.T, self.decay, threshold, self.backend) if self.spiking else nn.ReLU()
