@@ -141,3 +141,18 @@ def test_fused_lif_matches_hand_computation_and_is_the_cpu_default():
     assert {m.backend for m in model.modules() if isinstance(m, LIF)} == {"fused"}
     with pytest.raises(InputError, match="^neuron_backend: "):
         LIF(T=2, decay=0.5, backend="cupy-typo")
+
+
+def test_fused_lif_keeps_a_channels_last_layout_and_the_same_numbers():
+    """A channels-last current (what a channels-last conv gives) is run in memory order: the spikes come
+    back channels-last, equal to spikingjelly's on the same values, and so do the gradients."""
+    current = 1.5 * torch.randn(4 * 3, 5, 6, 7, generator=torch.Generator().manual_seed(5))
+    last = current.contiguous(memory_format=torch.channels_last).requires_grad_()
+    plain = current.clone().requires_grad_()
+    fused, reference = LIF(T=4, decay=0.7, backend="fused"), LIF(T=4, decay=0.7, backend="spikingjelly")
+    spikes, expected = fused(last), reference(plain)
+    upstream = torch.randn_like(expected)
+    (spikes * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    assert not spikes.is_contiguous() and spikes.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(spikes, expected) and torch.equal(last.grad, plain.grad)

@@ -75,6 +75,10 @@ class _FusedLIF(torch.autograd.Function):
         return grad.view(grad_spikes.shape), None, None
 
 
-def fused_lif(x_seq: torch.Tensor, tau: float, threshold: float) -> torch.Tensor:
-    """Spikes [T, ...] (float32) of a LIF starting from U = 0, for a float32 input current [T, ...]."""
-    return _FusedLIF.apply(x_seq, tau, threshold)
+def fused_lif(x: torch.Tensor, T: int, tau: float, threshold: float) -> torch.Tensor:
+    """Spikes [T*B, ...] (float32) of a LIF starting from U = 0, for a float32 current [T*B, ...]; a
+    channels-last [T*B, C, H, W] current gives channels-last spikes (the kernel runs in memory order)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        spikes = _FusedLIF.apply(x.permute(0, 2, 3, 1).unflatten(0, (T, -1)), tau, threshold)
+        return spikes.flatten(0, 1).permute(0, 3, 1, 2)
+    return _FusedLIF.apply(x.unflatten(0, (T, -1)), tau, threshold).flatten(0, 1)

@@ -57,10 +57,9 @@ class LIF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 membrane under bf16 autocast: U accumulates over T, and bf16's 8-bit mantissa would move
         # threshold crossings (spikingjelly keeps the state in its input's dtype)
-        x_seq = x.float().unflatten(0, (self.T, -1))
         if self.backend == "fused":
-            return fused_lif(x_seq, self.node.tau, self.threshold).flatten(0, 1)
-        return self.node(x_seq).flatten(0, 1)
+            return fused_lif(x.float(), self.T, self.node.tau, self.threshold)
+        return self.node(x.float().unflatten(0, (self.T, -1))).flatten(0, 1)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, decay={self.decay}, backend={self.backend}"
