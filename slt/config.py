@@ -83,7 +83,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = _field("auto", "where to train")
     neuron_backend: Literal["auto", "fused", "spikingjelly"] = _field(
         "auto", "the LIF's implementation: fused (compiled forward and BPTT, bit-identical to spikingjelly's) or "
-                "spikingjelly (the reference); auto = fused on CPU, spikingjelly (its CUDA kernels) on GPUs")
+                "spikingjelly (the reference); auto = spikingjelly's CUDA kernels on GPUs; on CPU fused where the run is "
+                "long enough to win back the ~6 s compilation, else spikingjelly")
     precision: Literal["auto", "fp32", "bf16"] = _field(
         "fp32", "arithmetic of convolutions and linear layers: bf16 (autocast; membranes, BN statistics, loss and "
                 "optimiser state stay float32) or fp32; auto = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, "

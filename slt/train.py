@@ -23,7 +23,7 @@ from slt.data.pipeline import BatchPipeline, iterate_batches
 from slt.energy import measure_energy
 from slt.firing import FiringRates
 from slt.models import build_model, count_parameters
-from slt.models.neurons import LIF
+from slt.models.neurons import LIF, set_neuron_backend
 from slt.tickets import make_ticket, sparsity_report, start_finetune
 from slt.tickets.patches import kept_tokens, start_patch_pruning
 
@@ -59,11 +59,22 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
-def resolve_neuron_backend(cfg: TrainConfig) -> str:
-    """The LIF implementation: "auto" = the fused one on CPU, spikingjelly's (CUDA kernels) on a GPU."""
+# Measured by bench.train_step on these 2-core machines: the fused LIF saves ~10 ns per neuron and time step of
+# a training step (forward + backward) against spikingjelly's, and its first call in a process costs ~6 s of
+# compilation with inductor's on-disk cache warm (~35 s the first time on a machine).
+FUSED_SAVES_S = 10e-9
+FUSED_COMPILE_S = 6.0
+
+
+def resolve_neuron_backend(cfg: TrainConfig, neuron_steps: float | None = None) -> str:
+    """The LIF implementation. "auto": spikingjelly's on a GPU (its CUDA kernels); on CPU the fused one when the
+    run's LIF work (`neuron_steps`: neurons x time steps per image x images the run passes) saves more time than
+    compiling it costs, else spikingjelly's (a short run on small images would spend longer compiling)."""
     if cfg.neuron_backend != "auto":
         return cfg.neuron_backend
-    return "spikingjelly" if resolve_device(cfg.device).type == "cuda" else "fused"
+    if resolve_device(cfg.device).type == "cuda":
+        return "spikingjelly"
+    return "fused" if neuron_steps is None or neuron_steps * FUSED_SAVES_S > FUSED_COMPILE_S else "spikingjelly"
 
 
 def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, batch_size: int, train: bool,
@@ -216,10 +227,29 @@ class TrainingRun:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.phases = plan_phases(cfg)
         self.total_epochs = sum(phase.epochs for phase in self.phases)
+        self.neuron_backend = None
+        if cfg.spiking:
+            self.neuron_backend = resolve_neuron_backend(cfg, self._neuron_steps())
+            set_neuron_backend(self.model, self.neuron_backend)
         self.phase_index = 0
         self._new_optimizer(self.phases[0].epochs)
         self.epoch = 0  # epochs completed, over all phases
         self.history: list[dict] = []
+
+    def _neuron_steps(self) -> float:
+        """LIF outputs (neurons x time steps) per image, times the images the whole run passes: training
+        (forward + backward) plus validation and test every epoch (forward only, about a third of the work)."""
+        set_neuron_backend(self.model, "spikingjelly")  # counting must not compile the fused LIF
+        raw, _ = next(iterate_batches(self.train_split, 1, shuffle=False))
+        training = self.model.training
+        self.model.eval()  # no BN statistics move
+        with torch.no_grad(), FiringRates(self.model, LIF) as rates:
+            self.model(self.pipeline(raw, augment=False))
+            per_image = sum(count for _, count in rates.totals().values())
+        functional.reset_net(self.model)
+        self.model.train(training)
+        images = len(self.train_split) + (len(self.val_split) + len(self.test_split)) / 3
+        return per_image * images * self.total_epochs
 
     def _new_optimizer(self, epochs: int) -> None:
         self.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg)
@@ -283,6 +313,7 @@ class TrainingRun:
             "method": self.cfg.method,
             "time_steps": self.cfg.time_steps,
             "precision": "bf16" if self.dtype == torch.bfloat16 else "fp32",  # what `auto` resolved to
+            "neuron_backend": self.neuron_backend,  # likewise (None: an ANN)
             "total_epochs": self.total_epochs,
             "params": count_parameters(self.model),
             "train_size": len(self.train_split),

@@ -113,7 +113,8 @@ def test_fused_lif_equals_spikingjelly_in_spikes_and_gradients(dtype, decay, thr
     and the same BPTT gradients through the ATan surrogate and the detached hard reset."""
     generator = torch.Generator().manual_seed(3)
     current = (1.5 * torch.randn(4 * 6, 5, 7, 7, generator=generator)).to(dtype)
-    upstream = torch.randn(4 * 6, 5, 7, 7, generator=generator)
+    # the gradient a bf16 conv sends back is bf16 (spikingjelly's float32 spikes get it via autocast's cast)
+    upstream = torch.randn(4 * 6, 5, 7, 7, generator=generator).to(dtype)
     spikes, grads = {}, {}
     for backend in ("spikingjelly", "fused"):
         x = current.clone().requires_grad_()
@@ -122,8 +123,10 @@ def test_fused_lif_equals_spikingjelly_in_spikes_and_gradients(dtype, decay, thr
         (out * upstream).sum().backward()
         functional.reset_net(lif)
         spikes[backend], grads[backend] = out, x.grad
-    assert spikes["fused"].dtype == torch.float32 and 0.05 < spikes["fused"].mean() < 0.6
-    assert torch.equal(spikes["fused"], spikes["spikingjelly"])
+    # spikingjelly is given the current in float32; the fused LIF reads bf16 itself and writes bf16 spikes
+    assert spikes["fused"].dtype == dtype and spikes["spikingjelly"].dtype == torch.float32
+    assert 0.05 < spikes["fused"].float().mean() < 0.6
+    assert torch.equal(spikes["fused"].float(), spikes["spikingjelly"])
     assert grads["fused"].dtype == dtype and grads["fused"].abs().sum() > 0
     torch.testing.assert_close(grads["fused"], grads["spikingjelly"], rtol=1e-6, atol=1e-7)
 
@@ -156,3 +159,41 @@ def test_fused_lif_keeps_a_channels_last_layout_and_the_same_numbers():
     (expected * upstream).sum().backward()
     assert not spikes.is_contiguous() and spikes.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(spikes, expected) and torch.equal(last.grad, plain.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_firing_rate_counts_are_exact_for_spikes_in_any_dtype_and_layout(dtype):
+    """FiringRates sums rows in the tensor's own dtype before float64: for 0/1 spikes that is exact in bf16
+    too, with a tail that is not a whole row and a channels-last layout."""
+    from slt.firing import ROW, _ones_and_count
+
+    spikes = (torch.rand(3, 5, 11, 13, generator=torch.Generator().manual_seed(2)) < 0.7).to(dtype)
+    assert spikes.numel() % ROW != 0
+    expected = int(spikes.float().sum().item())
+    for layout in (spikes, spikes.contiguous(memory_format=torch.channels_last)):
+        ones, count = _ones_and_count(layout).tolist()
+        assert (ones, count) == (expected, spikes.numel())
+    big = torch.ones(4 * 256, 64, 8, 8, dtype=dtype)  # 2**22 ones: a plain bf16 sum would round the total
+    assert _ones_and_count(big)[0].item() == big.numel()
+
+
+def test_fused_lif_runs_uncompiled_when_it_cannot_be_compiled(monkeypatch, caplog):
+    """No C++ compiler (simulated): one warning, then the same code runs uncompiled with the same spikes."""
+    from slt.models import fused_lif
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\nlong traceback")
+        return compiled
+
+    monkeypatch.setattr(fused_lif, "_compiled", {})
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    current = 1.5 * torch.randn(4 * 2, 3, 5, generator=torch.Generator().manual_seed(1))
+    x = current.clone().requires_grad_()
+    spikes = LIF(T=4, decay=0.5, backend="fused")(x)
+    spikes.sum().backward()
+    reference = LIF(T=4, decay=0.5, backend="spikingjelly")(current)
+    assert torch.equal(spikes, reference) and x.grad.abs().sum() > 0
+    warnings = [r.getMessage() for r in caplog.records if "could not be compiled" in r.getMessage()]
+    assert warnings == ["slt: warning: the fused LIF could not be compiled (RuntimeError: no C++ compiler found); "
+                        "running it uncompiled"]

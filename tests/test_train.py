@@ -82,7 +82,8 @@ def test_precision_sets_the_matmul_dtype_and_keeps_state_float32(digits, precisi
 
     from slt.models.neurons import LIF
 
-    run = TrainingRun(make_config(**TINY, method="mpslt", epochs=1, precision=precision), digits)
+    run = TrainingRun(make_config(**TINY, method="mpslt", epochs=1, precision=precision, neuron_backend="fused"),
+                      digits)
     seen = {}
 
     def record(name):
@@ -98,9 +99,29 @@ def test_precision_sets_the_matmul_dtype_and_keeps_state_float32(digits, precisi
     layers = {n: d for n, d in seen.items() if not isinstance(run.model.get_submodule(n), LIF)}
     units = {n: d for n, d in seen.items() if isinstance(run.model.get_submodule(n), LIF)}
     assert len(layers) == 9 and {out for _, out in layers.values()} == {conv_dtype}
-    assert len(units) == 8 and {out for _, out in units.values()} == {torch.float32}  # spikes from f32 membranes
+    # the LIF reads the BN's current and writes its 0/1 spikes in the conv dtype (its membrane is float32:
+    # tests/test_models.py finds its spikes bit-identical to spikingjelly's run on the float32 current)
+    assert len(units) == 8 and set(units.values()) == {(conv_dtype, conv_dtype)}
     assert {p.dtype for p in run.model.parameters()} == {torch.float32}
     assert {b.dtype for n, b in run.model.named_buffers() if "running" in n} == {torch.float32}
     moments = [s["exp_avg"] for s in run.optimizer.state.values()]
     assert moments and {m.dtype for m in moments} == {torch.float32}
     assert isinstance(metrics["train_loss"], float)
+
+
+def test_auto_neuron_backend_compiles_only_where_it_pays(digits):
+    """auto on CPU: the fused LIF when the run's LIF work saves more than compiling costs, spikingjelly's for a
+    run too short to win it back; the run says which it used."""
+    from slt.models.neurons import LIF
+    from slt.train import FUSED_COMPILE_S, FUSED_SAVES_S, resolve_neuron_backend
+
+    short = TrainingRun(make_config(**TINY, epochs=1), digits)
+    steps = short._neuron_steps()
+    assert steps * FUSED_SAVES_S < FUSED_COMPILE_S and short.neuron_backend == "spikingjelly"
+    assert {m.backend for m in short.model.modules() if isinstance(m, LIF)} == {"spikingjelly"}
+    cfg = make_config(**TINY, epochs=1)
+    enough = FUSED_COMPILE_S / FUSED_SAVES_S * 1.01
+    assert resolve_neuron_backend(cfg, enough) == "fused" and resolve_neuron_backend(cfg, enough / 1.02) == "spikingjelly"
+    assert resolve_neuron_backend(make_config(**TINY, neuron_backend="fused"), 1.0) == "fused"
+    assert short.run_epoch() and short.summary()["neuron_backend"] == "spikingjelly"
+    assert TrainingRun(make_config(**TINY, method="ann"), digits).neuron_backend is None

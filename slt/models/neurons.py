@@ -56,13 +56,23 @@ class LIF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 membrane under bf16 autocast: U accumulates over T, and bf16's 8-bit mantissa would move
-        # threshold crossings (spikingjelly keeps the state in its input's dtype)
+        # threshold crossings. The fused LIF reads a bf16 current and writes bf16 spikes (0/1, exact) itself,
+        # with no float32 copies in between; spikingjelly keeps the state in its input's dtype, so it gets float32.
         if self.backend == "fused":
-            return fused_lif(x.float(), self.T, self.node.tau, self.threshold)
+            return fused_lif(x, self.T, self.node.tau, self.threshold)
         return self.node(x.float().unflatten(0, (self.T, -1))).flatten(0, 1)
 
     def extra_repr(self) -> str:
         return f"T={self.T}, decay={self.decay}, backend={self.backend}"
+
+
+def set_neuron_backend(model: nn.Module, backend: str) -> None:
+    """Switch every LIF of `model` to `backend` (NEURON_BACKENDS): the same arithmetic, so at any moment."""
+    if backend not in NEURON_BACKENDS:
+        raise InputError("neuron_backend", f"{backend!r}; allowed: {', '.join(NEURON_BACKENDS)}")
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.backend = backend
 
 
 @dataclass(frozen=True)
