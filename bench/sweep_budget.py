@@ -5,7 +5,9 @@ Both sweeps run bench/sweep_budget.yaml (12 λ of the decay-rate demo's spiking 
 its full budget, once under ASHA (grace 1 epoch, reduction factor 3). Printed side by side:
 utilisation = Σ trial compute (Tune's time_total_s) / (wall x parallel trials), with the wall of
 Tune's fit alone and with Ray start-up included; epochs spent; the full-budget trial each sweep
-found best on validation, its λ and its test accuracy. Usage: python -m bench.sweep_budget [--set KEY=VALUE ...]
+found best on validation, its λ and its test accuracy. `--threads` instead runs the full-budget sweep as
+2 trials x 1 thread and as 1 trial x 2 threads and compares their walls.
+Usage: python -m bench.sweep_budget [--set KEY=VALUE ...] [--threads]
 """
 
 import argparse
@@ -45,18 +47,50 @@ def best_full_budget(finals: list[dict], budget: int) -> tuple[float, float]:
     return best[ACCURACY], run_fields(best["config"])["decay"]
 
 
+def compare_threads(overrides: list[str]) -> None:
+    """The same full-budget sweep with the machine's 2 cores as 2 parallel trials of 1 thread each and as 1 trial
+    of 2 threads (Ray gives a trial's process as many torch threads as its resources.cpu)."""
+    import ray
+
+    from sweep.space import load_space
+
+    shapes = {"2 trials x 1 thread": ["max_concurrent=2", "resources.cpu=1"],
+              "1 trial x 2 threads": ["max_concurrent=1", "resources.cpu=2"]}
+    measured = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, (name, shape) in enumerate(shapes.items()):
+            space, info = load_space(str(SPACE_FILE), "demo", [*overrides, *shape])
+            measured[name] = run_measured(space, info, Path(scratch) / str(index))
+            ray.shutdown()
+    print(f"# {SPACE_FILE.name} {' '.join(overrides)}: {measured[name]['trials']} trials x {space.base['epochs']} "
+          "epochs, full budget, on 2 cores")
+    for name, sweep in measured.items():
+        slots = 2 if name.startswith("2") else 1
+        print(f"{name:<20} wall {sweep['wall']:6.1f} s (Tune fit {sweep['fit']:6.1f} s), trial compute "
+              f"{sweep['compute']:6.1f} s, core utilisation = compute x threads / (fit wall x 2) = "
+              f"{sweep['compute'] * (2 // slots) / (sweep['fit'] * 2):.2f}")
+    one, two = measured["2 trials x 1 thread"], measured["1 trial x 2 threads"]
+    print(f"wall: 1 trial x 2 threads / 2 trials x 1 thread = {two['wall'] / one['wall']:.2f}   (above 1: "
+          f"parallel trials finish the sweep sooner)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="override a field of bench/sweep_budget.yaml, e.g. --set base.epochs=2")
     parser.add_argument("--no-reuse-actors", action="store_true",
                         help="start a fresh worker process per trial (the engine's behaviour before reuse)")
+    parser.add_argument("--threads", action="store_true",
+                        help="instead: the full-budget sweep as 2 trials x 1 CPU and as 1 trial x 2 CPUs (threads)")
     args = parser.parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
     import ray
 
     from sweep.space import load_space
+
+    if args.threads:
+        return compare_threads(args.overrides)
 
     full_space, info = load_space(str(SPACE_FILE), "demo", args.overrides)
     asha_space, asha_info = load_space(str(SPACE_FILE), "demo", [*args.overrides, "scheduler.type=asha"])

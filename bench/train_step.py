@@ -1,6 +1,7 @@
-"""Training-step throughput of VGG-9 in float32 and bf16: SNN (T=4) vs ANN, ticket (slt, mpslt) vs dense
-SNN, bf16 vs fp32 steps, data share, the achieved FLOP/s of the SNN and ANN steps against this
-machine's measured float32 and bf16 matmul peaks, and the fused LIF against spikingjelly's.
+"""Training-step throughput in float32 and bf16 of VGG-9 (SNN at T=4, ANN, tickets slt and mpslt) and of the
+dense spiking transformer (spikformer-tiny at --transformer-depth): SNN vs ANN, ticket vs dense SNN, bf16 vs
+fp32 steps, data share, the achieved FLOP/s of the SNN and ANN steps against this machine's float32 and bf16
+matmul peaks measured in the same rounds, and the fused LIF against spikingjelly's.
 
 Every method is measured side by side in one run, interleaved round by round, and reported as ratios
 (absolute times on a shared machine are noise). Usage: python -m bench.train_step [--width 0.25] [--rounds 5]
@@ -17,11 +18,15 @@ from spikingjelly.activation_based import functional
 
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
+from bench import parity  # noqa: E402
 from slt.config import make_config  # noqa: E402
 from slt.data import load_dataset  # noqa: E402
 from slt.data.pipeline import iterate_batches  # noqa: E402
 from slt.energy import count_macs  # noqa: E402
 from slt.train import TrainingRun  # noqa: E402
+
+
+TRANSFORMER = "spikformer"  # the key of spikformer-tiny's dense SNN runs
 
 
 def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
@@ -50,8 +55,10 @@ def time_steps(run: TrainingRun, batches: int) -> tuple[float, float]:
 
 
 def matmul_seconds(n: int, dtype: torch.dtype = torch.float32) -> float:
-    """Best of 10 timings of one n x n matmul in `dtype`."""
+    """Best of 10 timings of one n x n matmul in `dtype`, after one untimed call (oneDNN sets its AMX kernels
+    up on the first bf16 call: without it the bf16 peak reads low)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
     best = float("inf")
     for _ in range(10):
         start = time.perf_counter()
@@ -93,18 +100,23 @@ def main(argv=None) -> None:
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--p", type=float, default=0.5, help="pruning ratio of the ticket methods")
+    parser.add_argument("--transformer-depth", type=int, default=2, help="blocks of the spikformer-tiny measured")
     parser.add_argument("--batches", type=int, default=8, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
-    parser.add_argument("--matmul-n", type=int, default=1024, help="size of the square matmul giving the peak")
+    parser.add_argument("--matmul-n", type=int, default=2048, help="size of the square matmul giving the peak")
     args = parser.parse_args(argv)
 
     dataset_name = "cifar10" if args.data_dir else "digits"
     # twice the images the steps use: the validation split takes its share and the steps still find full batches
     data = load_dataset(dataset_name, args.data_dir, subset=2 * args.batch_size * args.batches)
     common = dict(model="vgg9", dataset=dataset_name, data_dir=args.data_dir, width=args.width,
-                  batch_size=args.batch_size, T=args.T)
+                  batch_size=args.batch_size, T=args.T, neuron_backend="fused")  # auto would skip compiling: too short
     runs = {(method, precision): TrainingRun(make_config(**common, method=method, p=args.p, precision=precision), data)
             for precision in ("fp32", "bf16") for method in ("snn", "ann", "slt", "mpslt")}
+    for precision in ("fp32", "bf16"):  # the dense spiking transformer (its width is embed_dim, not --width)
+        runs[TRANSFORMER, precision] = TrainingRun(make_config(
+            **{**common, "width": 1.0, "model": "spikformer-tiny"}, method="snn", depth=args.transformer_depth,
+            precision=precision), data)
     lif_shape = (args.T * args.batch_size, max(1, int(64 * args.width)), 32, 32)  # VGG-9's first LIF layer
     for run in runs.values():  # warm-up: allocator, first-call overheads, the fused LIF's compilation
         time_steps(run, 2)
@@ -119,6 +131,8 @@ def main(argv=None) -> None:
         for backend in lif:
             lif[backend].append(lif_seconds(backend, lif_shape))
     report(args, runs, samples, peaks, lif, lif_shape)
+    print()
+    parity.report()  # accuracy parity of bf16 with float32: recorded by `python -m bench.parity --record`
 
 
 def report(args, runs, samples, peaks, lif, lif_shape) -> None:
@@ -136,7 +150,7 @@ def report(args, runs, samples, peaks, lif, lif_shape) -> None:
         for ticket in ("slt", "mpslt"):
             print(f"[{precision}] {ticket + ' step / dense snn step':<28} = "
                   f"{step[ticket, precision] / step['snn', precision]:.2f}   (goal <= 1.0)")
-    for method in ("snn", "ann", "slt", "mpslt"):
+    for method in ("snn", "ann", "slt", "mpslt", TRANSFORMER):
         print(f"{method} bf16 step speed / fp32 step speed = {step[method, 'fp32'] / step[method, 'bf16']:.2f}")
     flops = 2 * args.matmul_n ** 3
     peak = {dtype: flops / statistics.median(times) for dtype, times in peaks.items()}

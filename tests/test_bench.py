@@ -64,3 +64,26 @@ def test_mean_response_needs_every_grid_point(tmp_path):
     path.write_text("decay,seed,accuracy,seconds\n0.05,0,0.5,1\n")  # recorded before the validation split
     with pytest.raises(SystemExit, match="no val_accuracy column"):
         decay_search.mean_response(path)
+
+
+def _parity_rows(finals: dict[tuple[str, int], list[float]]) -> list[dict]:
+    return [{"precision": p, "seed": s, "epoch": e + 1, "epochs": len(curve), "val_accuracy": v, "test_accuracy": v}
+            for (p, s), curve in finals.items() for e, v in enumerate(curve)]
+
+
+def test_parity_pairs_seeds_and_tests_the_difference_against_two_standard_errors():
+    from bench import parity
+
+    curves = {("fp32", 0): [0.3, 0.50, 0.600, 0.605], ("bf16", 0): [0.3, 0.5, 0.59, 0.600],
+              ("fp32", 1): [0.3, 0.50, 0.600, 0.620], ("bf16", 1): [0.3, 0.5, 0.59, 0.600],
+              ("fp32", 2): [0.3, 0.50, 0.600, 0.610]}  # seed 2 has no bf16 run: left out of the pairs
+    result = parity.parity(_parity_rows(curves))
+    assert result["seeds"] == [0, 1]
+    assert result["differences"] == pytest.approx([-0.005, -0.02])
+    assert result["mean"] == pytest.approx(-0.0125) and result["se"] == pytest.approx(0.0075)
+    assert result["within"]  # |-1.25| <= 2 x 0.75 points
+    assert result["plateau"]["fp32", 0] and not result["plateau"]["fp32", 1]  # +0.5 vs +2.0 points in the last quarter
+    curves["bf16", 0], curves["bf16", 1] = [0.3, 0.5, 0.59, 0.565], [0.3, 0.5, 0.59, 0.560]
+    result = parity.parity(_parity_rows(curves))
+    assert result["mean"] == pytest.approx(-0.05) and result["se"] == pytest.approx(0.01)
+    assert not result["within"]  # |-5| > 2 x 1 points

@@ -19,6 +19,7 @@ def test_bench_runner_prints_every_ratio():
     out = done.stdout
     for line in ("SNN images/s / (ANN images/s / T) =", "slt step / dense snn step", "mpslt step / dense snn step",
                  "data pipeline", "snn step achieved / matmul peak", "snn bf16 step speed / fp32 step speed",
+                 "spikformer bf16 step speed / fp32 step speed", "bf16 - fp32 validation accuracy =",
                  "fused LIF speed / spikingjelly", "GP trials to propose the grid's best λ",
                  "GP trials to propose a λ tied with the best", "utilisation (full budget) =",
                  "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA"):
