@@ -1,7 +1,8 @@
 """Decay search efficiency: trials the seeded GP search needs to find the best λ of a fine grid.
 
-The λ -> accuracy response is real: `--record` trains the decay-rate sweep's demo configuration
-(spiking multi-prize ticket, VGG-9 width 0.25 on bundled digits at 16x16, 3 epochs) at every λ of a
+The λ -> accuracy response is real: `--record` trains the decay-rate sweep's demo configuration as
+it was when recorded (spiking multi-prize ticket, VGG-9 width 0.25 on bundled digits at 16x16, 3 epochs,
+float32; the demo now trains 15 epochs at precision auto) at every λ of a
 fine grid (0.05, 0.07, ..., 0.95: 46 points) and several seeds, and writes validation and test
 accuracy to bench/data/decay_response_digits.csv (rows already there are kept; an interrupted
 recording goes on). Without `--record` the benchmark replays that recording: the product's own GP
@@ -25,7 +26,7 @@ SIGNAL = "val_accuracy"  # the searcher's signal; test accuracy is recorded besi
 
 
 def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
-    """Train the demo configuration at every (λ, seed) not yet in `path`, appending one row per run."""
+    """Train the recorded configuration at every (λ, seed) not yet in `path`, appending one row per run."""
     import time
 
     import torch
@@ -36,7 +37,8 @@ def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
     from sweep.space import load_space
 
     torch.set_num_threads(1)  # one sweep trial's share of the machine (resources.cpu = 1)
-    space, _ = load_space("decay_rate", "demo")
+    # the configuration the recording was made with: the demo profile as it was then (3 epochs, float32)
+    space, _ = load_space("decay_rate", "demo", ["base.epochs=3", "base.precision=fp32"])
     base = dict(space.base)
     data = load_dataset(base["dataset"], base.get("data_dir"), frames=base["T"], image_size=base.get("image_size"))
     done = {(float(r["decay"]), int(r["seed"])) for r in _rows(path)}
