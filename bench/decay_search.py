@@ -15,9 +15,10 @@ Usage: python -m bench.decay_search [--record] [--searches 10]
 """
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
+
+from bench.recording import append_rows, read_rows
 
 RESPONSE_FILE = Path(__file__).parent / "data" / "decay_response_digits.csv"
 GRID = [round(0.05 + 0.02 * i, 2) for i in range(46)]  # 0.05 ... 0.95, the same bounds as decay_rate.yaml
@@ -41,40 +42,26 @@ def record(seeds: int, path: Path = RESPONSE_FILE) -> None:
     space, _ = load_space("decay_rate", "demo", ["base.epochs=3", "base.precision=fp32"])
     base = dict(space.base)
     data = load_dataset(base["dataset"], base.get("data_dir"), frames=base["T"], image_size=base.get("image_size"))
-    done = {(float(r["decay"]), int(r["seed"])) for r in _rows(path)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        for seed in range(seeds):
-            for decay in GRID:
-                if (decay, seed) in done:
-                    continue
-                started = time.perf_counter()
-                run = TrainingRun(make_config(**base, decay=decay, seed=seed), data)
-                for _ in range(run.total_epochs):
-                    epoch = run.run_epoch()
-                writer.writerow({"decay": decay, "seed": seed, "val_accuracy": round(epoch["val_accuracy"], 6),
-                                 "test_accuracy": round(epoch["test_accuracy"], 6),
-                                 "seconds": round(time.perf_counter() - started, 2)})
-                handle.flush()
-                print(f"λ={decay:.2f} seed {seed}: validation accuracy {epoch['val_accuracy']:.4f}, "
-                      f"test {epoch['test_accuracy']:.4f}", flush=True)
-
-
-def _rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+    done = {(float(r["decay"]), int(r["seed"])) for r in read_rows(path)}
+    for seed in range(seeds):
+        for decay in GRID:
+            if (decay, seed) in done:
+                continue
+            started = time.perf_counter()
+            run = TrainingRun(make_config(**base, decay=decay, seed=seed), data)
+            for _ in range(run.total_epochs):
+                epoch = run.run_epoch()
+            append_rows(path, FIELDS, [{"decay": decay, "seed": seed, "val_accuracy": round(epoch["val_accuracy"], 6),
+                                        "test_accuracy": round(epoch["test_accuracy"], 6),
+                                        "seconds": round(time.perf_counter() - started, 2)}])
+            print(f"λ={decay:.2f} seed {seed}: validation accuracy {epoch['val_accuracy']:.4f}, "
+                  f"test {epoch['test_accuracy']:.4f}", flush=True)
 
 
 def mean_response(path: Path = RESPONSE_FILE) -> tuple[dict[float, float], dict[float, float], int]:
     """Seed-mean and standard error of validation accuracy per grid λ, and the number of seeds per point."""
     by_decay: dict[float, list[float]] = {}
-    for row in _rows(path):
+    for row in read_rows(path):
         if SIGNAL not in row:
             raise SystemExit(f"{path} was recorded before the validation split (no {SIGNAL} column); move it "
                              "aside and run: python -m bench.decay_search --record")

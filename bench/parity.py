@@ -12,10 +12,11 @@ Usage: python -m bench.parity --data-dir ../shared/data/cifar-10-batches-py [--r
 """
 
 import argparse
-import csv
 import math
 import statistics
 from pathlib import Path
+
+from bench.recording import append_rows, read_rows
 
 RESULTS = Path(__file__).parent / "data" / "parity_cifar10.csv"
 FIELDS = ["precision", "seed", "epoch", "epochs", "val_accuracy", "test_accuracy", "seconds"]
@@ -33,8 +34,7 @@ def record(data_dir: str, seeds: int, path: Path = RESULTS) -> None:
     from slt.train import TrainingRun
 
     data = load_dataset("cifar10", data_dir)
-    done = {(row["precision"], int(row["seed"])) for row in _rows(path)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {(row["precision"], int(row["seed"])) for row in read_rows(path)}
     for seed in range(seeds):
         for precision in PRECISIONS:
             if (precision, seed) in done:
@@ -50,19 +50,7 @@ def record(data_dir: str, seeds: int, path: Path = RESULTS) -> None:
                              "seconds": round(time.perf_counter() - started, 1)})
                 print(f"{precision} seed {seed} epoch {epoch['epoch']}/{run.total_epochs}: "
                       f"val {epoch['val_accuracy']:.4f} ({rows[-1]['seconds']} s)", flush=True)
-            new_file = not path.exists()
-            with path.open("a", newline="") as handle:  # a whole run at once: a half-recorded run is never read
-                writer = csv.DictWriter(handle, fieldnames=FIELDS)
-                if new_file:
-                    writer.writeheader()
-                writer.writerows(rows)
-
-
-def _rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+            append_rows(path, FIELDS, rows)  # a whole run at once: a half-recorded run is never read
 
 
 def parity(rows: list[dict]) -> dict:
@@ -84,7 +72,7 @@ def parity(rows: list[dict]) -> dict:
 
 
 def report(path: Path = RESULTS) -> None:
-    rows = _rows(path)
+    rows = read_rows(path)
     if not rows:
         print(f"no parity runs recorded in {path}: record them with --record --data-dir CIFAR10_DIR")
         return

@@ -56,19 +56,18 @@ def compare_threads(overrides: list[str]) -> None:
 
     shapes = {"2 trials x 1 thread": ["max_concurrent=2", "resources.cpu=1"],
               "1 trial x 2 threads": ["max_concurrent=1", "resources.cpu=2"]}
-    measured = {}
+    measured, threads = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, shape) in enumerate(shapes.items()):
             space, info = load_space(str(SPACE_FILE), "demo", [*overrides, *shape])
-            measured[name] = run_measured(space, info, Path(scratch) / str(index))
+            measured[name], threads[name] = run_measured(space, info, Path(scratch) / str(index)), space.resources.cpu
             ray.shutdown()
     print(f"# {SPACE_FILE.name} {' '.join(overrides)}: {measured[name]['trials']} trials x {space.base['epochs']} "
           "epochs, full budget, on 2 cores")
     for name, sweep in measured.items():
-        slots = 2 if name.startswith("2") else 1
         print(f"{name:<20} wall {sweep['wall']:6.1f} s (Tune fit {sweep['fit']:6.1f} s), trial compute "
               f"{sweep['compute']:6.1f} s, core utilisation = compute x threads / (fit wall x 2) = "
-              f"{sweep['compute'] * (2 // slots) / (sweep['fit'] * 2):.2f}")
+              f"{sweep['compute'] * threads[name] / (sweep['fit'] * 2):.2f}")
     one, two = measured["2 trials x 1 thread"], measured["1 trial x 2 threads"]
     print(f"wall: 1 trial x 2 threads / 2 trials x 1 thread = {two['wall'] / one['wall']:.2f}   (above 1: "
           f"parallel trials finish the sweep sooner)")

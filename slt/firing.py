@@ -12,10 +12,7 @@ def _ones_and_count(x: torch.Tensor) -> torch.Tensor:
     """(sum, number of elements) of x in float64. Rows of ROW elements are summed in x's dtype first: a
     float64 copy of a whole layer's output costs ~30 sums, and for 0/1 spikes the row sums are integers
     <= 128, exact in bf16 and float32; non-binary bf16 inputs get bf16's rounding per row (~0.4 %)."""
-    x = x.detach()
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        x = x.permute(0, 2, 3, 1)  # the same elements, now contiguous: flattening is a view
-    flat = x.reshape(-1)
+    flat = x.detach().reshape(-1)  # a view for the NCHW tensors runs use (a copy for other layouts)
     whole = flat.numel() // ROW * ROW
     total = flat[:whole].view(-1, ROW).sum(1).sum(dtype=torch.float64) + flat[whole:].sum(dtype=torch.float64)
     return torch.stack((total, torch.tensor(x.numel(), dtype=torch.float64, device=x.device)))

@@ -66,15 +66,16 @@ FUSED_SAVES_S = 10e-9
 FUSED_COMPILE_S = 6.0
 
 
-def resolve_neuron_backend(cfg: TrainConfig, neuron_steps: float | None = None) -> str:
+def resolve_neuron_backend(cfg: TrainConfig, neuron_steps: Callable[[], float] | None = None) -> str:
     """The LIF implementation. "auto": spikingjelly's on a GPU (its CUDA kernels); on CPU the fused one when the
-    run's LIF work (`neuron_steps`: neurons x time steps per image x images the run passes) saves more time than
-    compiling it costs, else spikingjelly's (a short run on small images would spend longer compiling)."""
+    run's LIF work (`neuron_steps()`: neurons x time steps per image x images the run passes; only asked here)
+    saves more time than compiling it costs, else spikingjelly's (a short run on small images would spend
+    longer compiling)."""
     if cfg.neuron_backend != "auto":
         return cfg.neuron_backend
     if resolve_device(cfg.device).type == "cuda":
         return "spikingjelly"
-    return "fused" if neuron_steps is None or neuron_steps * FUSED_SAVES_S > FUSED_COMPILE_S else "spikingjelly"
+    return "fused" if neuron_steps is None or neuron_steps() * FUSED_SAVES_S > FUSED_COMPILE_S else "spikingjelly"
 
 
 def _run_batches(model: nn.Module, split: Split, pipeline: BatchPipeline, *, batch_size: int, train: bool,
@@ -229,7 +230,7 @@ class TrainingRun:
         self.total_epochs = sum(phase.epochs for phase in self.phases)
         self.neuron_backend = None
         if cfg.spiking:
-            self.neuron_backend = resolve_neuron_backend(cfg, self._neuron_steps())
+            self.neuron_backend = resolve_neuron_backend(cfg, self._neuron_steps)
             set_neuron_backend(self.model, self.neuron_backend)
         self.phase_index = 0
         self._new_optimizer(self.phases[0].epochs)

@@ -121,7 +121,8 @@ def test_auto_neuron_backend_compiles_only_where_it_pays(digits):
     assert {m.backend for m in short.model.modules() if isinstance(m, LIF)} == {"spikingjelly"}
     cfg = make_config(**TINY, epochs=1)
     enough = FUSED_COMPILE_S / FUSED_SAVES_S * 1.01
-    assert resolve_neuron_backend(cfg, enough) == "fused" and resolve_neuron_backend(cfg, enough / 1.02) == "spikingjelly"
-    assert resolve_neuron_backend(make_config(**TINY, neuron_backend="fused"), 1.0) == "fused"
+    assert resolve_neuron_backend(cfg, lambda: enough) == "fused"
+    assert resolve_neuron_backend(cfg, lambda: enough / 1.02) == "spikingjelly"
+    assert resolve_neuron_backend(make_config(**TINY, neuron_backend="fused"), lambda: 1.0) == "fused"
     assert short.run_epoch() and short.summary()["neuron_backend"] == "spikingjelly"
     assert TrainingRun(make_config(**TINY, method="ann"), digits).neuron_backend is None
