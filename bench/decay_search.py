@@ -2,7 +2,7 @@
 
 The λ -> accuracy response is real: `--record` trains the decay-rate sweep's demo configuration as
 it was when recorded (spiking multi-prize ticket, VGG-9 width 0.25 on bundled digits at 16x16, 3 epochs,
-float32; the demo now trains 15 epochs at precision auto) at every λ of a
+float32; the demo now trains 25 epochs at precision auto) at every λ of a
 fine grid (0.05, 0.07, ..., 0.95: 46 points) and several seeds, and writes validation and test
 accuracy to bench/data/decay_response_digits.csv (rows already there are kept; an interrupted
 recording goes on). Without `--record` the benchmark replays that recording: the product's own GP

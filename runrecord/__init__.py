@@ -31,6 +31,7 @@ EPOCH_METRICS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "trai
 # schedulers read validation only: test metrics are recorded and reported, never used to choose.
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "energy_mj": "min", "energy_mj_sparse": "min",
               "mean_firing_rate": "min"}
+ENERGY_METRICS = ("energy_mj", "energy_mj_sparse")  # measured by a trial on its energy batch (slt.energy)
 VAL_ACCURACY = "val_accuracy"  # what chooses: the default objective, "best" trials, the best λ, fronts
 ACCURACY = "test_accuracy"  # what tables, curves and claims report (of what was chosen on validation)
 PARETO_OBJECTIVES = ((VAL_ACCURACY, "max"), ("energy_mj", "min"))  # the front a report and `slt export pareto` rank

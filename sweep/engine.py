@@ -210,7 +210,7 @@ def param_space(space: SearchSpace, base: dict, progress_dir: str | None = None)
     from ray import tune
 
     params = {**base, "checkpoint_every": space.checkpoint_every, "energy_batch": space.energy_batch,
-              "progress_dir": progress_dir}
+              "energy_each_epoch": space.energy_each_epoch, "progress_dir": progress_dir}
     params.update({name: p.to_tune() for name, p in space.searched.items() if not p.grid})
     variants = grid_variants(space)
     return params if variants == [{}] else runrecord.pack_variants(params, variants, tune.grid_search)

@@ -83,6 +83,14 @@ def test_seed_points_are_evenly_spaced_inside_the_bounds(tmp_path):
     assert [round(p["decay"], 6) for p in seed_points(space)] == [0.2, 0.4, 0.6, 0.8]
 
 
+def test_trials_measure_energy_each_epoch_only_where_an_objective_or_a_scheduler_reads_it():
+    decay, _ = load_space("decay_rate", "demo")  # val_accuracy only, no scheduler: energy after the last epoch
+    pareto, _ = load_space("pareto", "demo")  # energy_mj is an objective
+    asha, _ = load_space("decay_rate", "demo", ["scheduler.type=asha"])  # a trial may end at any epoch
+    assert [s.energy_each_epoch for s in (decay, pareto, asha)] == [False, True, True]
+    assert param_space(decay, decay.base)["energy_each_epoch"] is False
+
+
 def test_grid_variants_cross_grids_add_includes_and_repeat_seeds():
     space, _ = load_space("pruning_ratio", "cpu")
     variants = grid_variants(space)

@@ -45,11 +45,11 @@ class FakeTune:
         self.reports.append(dict(metrics))
 
 
-def run_trial(monkeypatch, tmp_path, **fake) -> FakeTune:
+def run_trial(monkeypatch, tmp_path, energy_each_epoch: bool = True, **fake) -> FakeTune:
     tune = FakeTune(tmp_path / "storage", **fake)
     tune.storage.mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr(trainable, "tune", tune)
-    trainable.train_ticket({**CONFIG, "progress_dir": str(tmp_path / "progress")})
+    trainable.train_ticket({**CONFIG, "progress_dir": str(tmp_path / "progress"), "energy_each_epoch": energy_each_epoch})
     return tune
 
 
@@ -61,6 +61,15 @@ def test_a_whole_trial_reports_every_epoch_and_ends_with_its_record(monkeypatch,
     record = json.loads((Path(tune.checkpoint.path) / runrecord.METRICS_FILE).read_text())
     assert [h["epoch"] for h in record["history"]] == [1, 2] and record["total_epochs"] == 2
     assert record["test_accuracy"] == tune.reports[-1]["test_accuracy"]
+
+
+def test_energy_only_after_the_last_epoch_when_nothing_reads_it_before(monkeypatch, tmp_path):
+    every = run_trial(monkeypatch, tmp_path / "every")
+    last = run_trial(monkeypatch, tmp_path / "last", energy_each_epoch=False)
+    assert ["energy_mj" in r for r in every.reports] == [True, True]
+    assert ["energy_mj" in r for r in last.reports] == [False, True]
+    assert last.reports[-1]["energy_mj"] == every.reports[-1]["energy_mj"] > 0  # the same final measurement
+    assert last.reports[-1]["test_accuracy"] == every.reports[-1]["test_accuracy"]
 
 
 def test_a_trial_handed_no_checkpoint_resumes_from_the_one_it_noted(monkeypatch, tmp_path):

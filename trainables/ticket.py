@@ -1,17 +1,19 @@
 """One function trainable for every model, method and dataset (a Ray Tune trainable is a plain function).
 
 The config is a TrainConfig's fields (a grid variant merged in: runrecord.run_fields) plus
-`checkpoint_every` (epochs), `energy_batch` (test images the energy is measured on) and `progress_dir`
-(a folder of the sweep where each trial notes its newest checkpoint). Each epoch reports
-runrecord.epoch_metrics: test/train accuracy and loss, energy per image (paper convention and
-sparsity-aware; an objective a Pareto search may read at any epoch), pruned fraction, mean firing rate,
-epoch time and `full_budget`. A checkpoint holds the whole TrainingRun state (model with scores and
+`checkpoint_every` (epochs), `energy_batch` (validation images the energy is measured on),
+`energy_each_epoch` (measure it after every epoch, or only after the last: sweep.space.SearchSpace says
+which a sweep needs) and `progress_dir` (a folder of the sweep where each trial notes its newest
+checkpoint). Each epoch reports runrecord.epoch_metrics: validation/test/train accuracy and loss, energy
+per image (paper convention and sparsity-aware), pruned fraction, mean firing rate, epoch time and
+`full_budget`. A checkpoint holds the whole TrainingRun state (model with scores and
 masks, optimiser, schedule, epoch, RNG), so a restarted trial continues bit for bit; the last one
 also holds the run's final record (metrics.json) and its per-layer energy table.
 """
 
 import json
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -71,25 +73,38 @@ def latest_state_file(progress_dir: str | None) -> Path | None:
     return max(candidates, key=_epochs_in) / STATE_FILE if candidates else None
 
 
+@dataclass(frozen=True)
+class Options:
+    """The trainable's own keys of a trial config (beside the run config), with their defaults."""
+
+    checkpoint_every: int = 1  # epochs
+    energy_batch: int = 256
+    energy_each_epoch: bool = True
+    progress_dir: str | None = None
+
+    @classmethod
+    def of(cls, config: dict) -> "Options":
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+
 def train_ticket(config: dict) -> None:
-    every = int(config.get("checkpoint_every", 1))
-    energy_batch = int(config.get("energy_batch", 256))
-    progress_dir = config.get("progress_dir")
+    options = Options.of(config)
     run = TrainingRun(make_config(**runrecord.run_fields(config)))
-    state_file = latest_state_file(progress_dir)
+    state_file = latest_state_file(options.progress_dir)
     if state_file is not None:
         run.load_state_dict(torch.load(state_file, weights_only=True))
     if state_file is not None and run.done:  # the driver died before it saw the final result: report it again
-        _report(run, run.history[-1], every, energy_batch, progress_dir)
+        _report(run, run.history[-1], options)
     while not run.done:
-        _report(run, run.run_epoch(), every, energy_batch, progress_dir)
+        _report(run, run.run_epoch(), options)
 
 
-def _report(run: TrainingRun, epoch: dict, every: int, energy_batch: int, progress_dir: str | None) -> None:
-    """tune.report one epoch's metrics, with a checkpoint every `every` epochs and at the end."""
-    energy = run.energy(batch=energy_batch, opcounter=run.done)
+def _report(run: TrainingRun, epoch: dict, options: Options) -> None:
+    """tune.report one epoch's metrics, with a checkpoint every `checkpoint_every` epochs and at the end."""
+    measure = run.done or options.energy_each_epoch
+    energy = run.energy(batch=options.energy_batch, opcounter=run.done) if measure else None
     result = runrecord.epoch_metrics(epoch, run.total_epochs, energy, pruned_fraction(run.model))
-    if not run.done and run.epoch % every:
+    if not run.done and run.epoch % options.checkpoint_every:
         tune.report(result)
         return
     with tempfile.TemporaryDirectory() as scratch:
@@ -101,4 +116,4 @@ def _report(run: TrainingRun, epoch: dict, every: int, energy_batch: int, progre
             (directory / runrecord.METRICS_FILE).write_text(json.dumps(record, indent=2))
             (directory / runrecord.ENERGY_TABLE_FILE).write_text(json.dumps(record["energy_layers"], indent=2))
         tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
-    _note(progress_dir)
+    _note(options.progress_dir)
