@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def load_checkpoint(directory: str) -> dict:
     if not path.is_file():
         raise InputError("checkpoint", f"{path} does not exist; pass the --out folder of an `slt train` run")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before it refuses the file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, or one holding objects outside weights_only's allow-list
         raise InputError("checkpoint", f"{path} is not a readable slt checkpoint ({type(err).__name__})") from None
 

@@ -1,5 +1,6 @@
 """The sweep scripts' main: run a sweep (sweep/), then write its report (dashboards/)."""
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -7,20 +8,63 @@ from slt.errors import InputError
 from sweep import cli
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this sweep: the one that started it, with --resume."""
+    args = [a for a in argv if a != "--resume"]
+    return shlex.join([sys.executable, sys.argv[0], *args, "--resume"])
+
+
 def main(default_space: str, argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = cli.build_parser(default_space).parse_args(argv)
+    from sweep.engine import SweepInterrupted
+    from sweep.tracking import TrackingOutage
+
     try:
         space, results, record = cli.run(args)
     except InputError as err:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
+    except SweepInterrupted as stop:
+        print(f"sweep {stop.record['name']}: interrupted; the parent run ended KILLED, the running trials keep "
+              f"their last checkpoints.\nContinue with: {resume_command(argv)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print(f"sweep: stopped at once. Continue with: {resume_command(argv)}", file=sys.stderr)
+        return 130
+    except Exception as err:  # Tune wraps what a callback raised: find a tracking outage in the chain
+        outage = _cause(err, TrackingOutage)
+        if outage is None:
+            raise
+        print(f"sweep: error: tracking_uri: {outage}", file=sys.stderr)
+        return 1
     cli.summarise(space, results, record)
     if not args.no_report:
-        from dashboards.report import write_report
-
-        report = write_report(space.name, record["tracking_uri"], Path(args.reports).resolve() / record["name"],
-                              record["parent_run_id"])
-        print(f"Pareto CSV:    {report['pareto_csv']}")
-        print(f"Report:        {report['index']} ({len(report['figures'])} figures; also in MLflow under report/)")
+        _report(space, record, Path(args.reports).resolve() / record["name"])
     print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
     return 0
+
+
+def _report(space, record: dict, folder: Path) -> None:
+    """Write the sweep's report, unless a complete one is there already (a resumed finished sweep): a
+    folder in place is always complete (dashboards.report writes elsewhere and moves it), and is kept."""
+    if folder.is_dir() and any(folder.iterdir()):
+        pareto = folder / "pareto.csv"
+        print(f"Pareto CSV:    {pareto if pareto.is_file() else 'none (no energy or validation accuracy)'}")
+        print(f"Report:        {folder / 'index.html'} (written before; kept as it is)")
+        return
+    from dashboards.report import write_report
+
+    report = write_report(space.name, record["tracking_uri"], folder, record["parent_run_id"])
+    print(f"Pareto CSV:    {report['pareto_csv']}")
+    print(f"Report:        {report['index']} ({len(report['figures'])} figures; also in MLflow under report/)")
+
+
+def _cause(err: BaseException | None, kind: type) -> BaseException | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

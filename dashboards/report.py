@@ -1,6 +1,7 @@
 """One report per sweep: runs and Pareto CSVs, figures, the paper's tables, and an index.html linking them."""
 
 import html
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,16 +17,44 @@ from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
 from slt.errors import InputError
 
 
+def partial_dir(out: Path) -> Path:
+    """Where a report is written before it is moved into place: beside it, hidden, never mistaken for it."""
+    return out.with_name(f".{out.name}.partial")
+
+
 def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
                  *, log_to_mlflow: bool = True) -> dict:
-    """Write the report into `out_dir` (which must be new or empty) and log it to the sweep's parent run."""
+    """Write the report into `out_dir` (which must be new or empty) and log it to the sweep's parent run.
+
+    Everything is written into a partial folder beside `out_dir` first (what a writer killed half-way
+    left there is discarded), logged to MLflow from there, and then moved into place in one rename:
+    a folder at `out_dir` is always a complete report."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise InputError("out", f"{out} already holds files; choose a new folder (nothing recorded is overwritten)")
     runs, parent = load_runs(experiment, tracking_uri, parent_run_id)
     if runs.empty:
         raise InputError("experiment", f"sweep {parent.info.run_name!r} has no trial runs yet")
-    out.mkdir(parents=True, exist_ok=True)
+    work = partial_dir(out)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    written = _write_files(experiment, parent, runs, work)
+    if log_to_mlflow:
+        MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(work), artifact_path="report")
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    work.rename(out)
+    moved = lambda path: out / Path(path).relative_to(work)  # noqa: E731
+    return {"dir": out, "index": out / "index.html",
+            "pareto_csv": out / "pareto.csv" if written["pareto"] is not None else None,
+            "figures": [{**f, "png": moved(f["png"]), "html": moved(f["html"])} for f in written["figures"]],
+            "tables": [{**t, **{k: moved(t[k]) for k in ("csv", "md", "tex")}} for t in written["tables"]],
+            "claims": written["claims"], "parent_run_id": parent.info.run_id}
+
+
+def _write_files(experiment: str, parent, runs, out: Path) -> dict:
+    """Every file of the report into `out`: runs and Pareto CSVs, figures, tables, claims, index.html."""
     runs.to_csv(out / "runs.csv", index=False)
     pareto = None
     if all(name in runs.columns for name, _ in PARETO_OBJECTIVES):
@@ -38,12 +67,8 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
         claims.to_csv(out / "claims.csv", index=False)
         (out / "claims.md").write_text("The paper's claims on this sweep's runs (dashboards/claims.py)\n\n"
                                        + claims_markdown(claims))
-    index = out / "index.html"
-    index.write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, out))
-    if log_to_mlflow:
-        MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(out), artifact_path="report")
-    return {"dir": out, "index": index, "pareto_csv": out / "pareto.csv" if pareto is not None else None,
-            "figures": figures, "tables": tables, "claims": claims, "parent_run_id": parent.info.run_id}
+    (out / "index.html").write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, out))
+    return {"pareto": pareto, "figures": figures, "tables": tables, "claims": claims}
 
 
 def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: Path) -> str:

@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from runrecord import ACCURACY, FULL_BUDGET_TAG, run_fields
+from slt.errors import InputError
 from sweep.space import PROFILES, load_space
 
 
@@ -23,6 +24,9 @@ def build_parser(default_space: str) -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None, help="Ray cluster to join (default: start Ray on this machine)")
     parser.add_argument("--reports", default="reports", help="folder for the sweep's report (default ./reports)")
     parser.add_argument("--no-report", action="store_true", help="skip the report (figures, tables, Pareto CSV)")
+    parser.add_argument("--tracking-outage-s", type=float, default=600.0, metavar="SECONDS",
+                        help="how long the tracking server may not answer (its records are held and retried, the "
+                             "trials go on) before the sweep stops, resumable (default 600)")
     parser.add_argument("--quiet", action="store_true", help="no Tune progress table")
     return parser
 
@@ -34,9 +38,12 @@ def run(args: argparse.Namespace):
     space, info = load_space(args.space, args.profile, args.overrides)
     from sweep.engine import SweepOptions, run_sweep
 
+    if args.tracking_outage_s <= 0:
+        raise InputError("tracking_outage_s", f"{args.tracking_outage_s} is not allowed; allowed: a number of seconds > 0")
     results, record = run_sweep(space, info, SweepOptions(
-        tracking_uri=args.tracking_uri, storage=args.storage, resume=args.resume, address=args.address,
-        verbose=0 if args.quiet else 1))
+        tracking_uri=args.tracking_uri, storage=args.storage, reports=None if args.no_report else args.reports,
+        resume=args.resume, address=args.address, verbose=0 if args.quiet else 1,
+        tracking_outage_s=args.tracking_outage_s))
     return space, results, record
 
 

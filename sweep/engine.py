@@ -7,11 +7,20 @@ or resume the parent run, build or restore the Tuner, and after Tune's fit finis
 
 import itertools
 import json
+import logging
 import os
+import shutil
+import signal
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
+
+from mlflow.entities import Metric
 
 import runrecord
 from slt.config import make_config
@@ -19,7 +28,8 @@ from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import OptunaStudyExport
-from sweep.tracking import MlflowSweepCallback, check_reachable, close_lost_trials, experiment_id, sweep_tags, write_json
+from sweep.tracking import (LOST_REASON, MlflowSweepCallback, check_reachable, close_running_children, deliver,
+                            experiment_id, find_parent_run, first_line, sweep_tags, write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 
@@ -28,12 +38,14 @@ SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking
 class SweepOptions:
     tracking_uri: str | None = None
     storage: str | None = None  # absolute folder shared by every node; default ./ray_results
+    reports: str | None = None  # the folder the sweep's report goes to (checked writable before Ray starts)
     resume: bool = False
     address: str | None = None  # Ray cluster to join; default: start Ray on this machine
     verbose: int = 1
     # Run the next trial in the finished trial's worker process: saves the process start and the
     # torch/spikingjelly imports (seconds per trial; measured by bench/sweep_budget.py).
     reuse_actors: bool = True
+    tracking_outage_s: float = 600.0  # how long MLflow may not answer before the sweep stops (resumable)
 
 
 @dataclass
@@ -61,15 +73,28 @@ class Sweep:
 
 # ---- the sweep, step by step --------------------------------------------------------------------------
 
+class SweepInterrupted(Exception):
+    """The user stopped the sweep (Ctrl-C); the running trials kept their last checkpoints, --resume goes on."""
+
+    def __init__(self, record: dict):
+        super().__init__("interrupted")
+        self.record = record
+
+
 def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
-    """Check the inputs, then run (or resume) the sweep; returns Tune's ResultGrid and the sweep's record."""
+    """Check the inputs, then run (or resume) the sweep; returns Tune's ResultGrid and the sweep's record.
+    Raises SweepInterrupted after a Ctrl-C (the parent run then ends KILLED)."""
     started = time.perf_counter()
     sweep = check_inputs(space, info, options)
     open_parent_run(sweep)
     start_ray(options)
     tuner = build_or_restore_tuner(sweep)
     fit_started = time.perf_counter()
-    results = tuner.fit()
+    with graceful_interrupt() as interrupt:
+        results = tuner.fit()
+    if interrupt.requested:
+        end_interrupted(sweep)
+        raise SweepInterrupted({**sweep.record, "sweep_dir": str(sweep.sweep_dir)})
     return results, finish_sweep(sweep, results, started, fit_seconds=time.perf_counter() - fit_started)
 
 
@@ -78,7 +103,9 @@ def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep
     base = resolved_base(space)
     check_data(base)
     storage = Path(options.storage or "ray_results").expanduser().resolve()
-    storage.mkdir(parents=True, exist_ok=True)
+    check_writable("storage", storage)
+    if options.reports is not None:
+        check_writable("reports", Path(options.reports).expanduser().resolve())
     prefix = f"{space.name}-{info['profile']}"
     record = None
     if options.resume:
@@ -89,17 +116,37 @@ def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep
     else:
         sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = options.tracking_uri or (record or {}).get("tracking_uri") or runrecord.default_tracking_uri()
+    if (database := runrecord.sqlite_path(tracking_uri)) is not None:
+        check_writable("tracking_uri", database.expanduser().resolve().parent)
     client = check_reachable(tracking_uri)
     return Sweep(space, info, options, base, tracking_uri, client, storage, sweep_dir, record)
 
 
 def open_parent_run(sweep: Sweep) -> None:
-    """A new sweep gets its parent run and sweep.json; a resumed one marks its parent RUNNING again."""
-    if sweep.record is not None:
-        sweep.client.update_run(sweep.record["parent_run_id"], status="RUNNING")
-        return
+    """A new sweep gets its folder and sweep.json first, then its parent run (so a driver killed at any
+    moment leaves a sweep --resume finds); a resumed one finds its parent (or makes it) and marks it RUNNING."""
+    if sweep.record is None:
+        sweep.sweep_dir.mkdir(parents=True)
+        sweep.record = {"parent_run_id": None, "experiment_id": None, "tracking_uri": sweep.tracking_uri,
+                        "space": sweep.info, "name": sweep.sweep_dir.name}
+        write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+    try:
+        if sweep.record.get("parent_run_id"):
+            parent_id = sweep.record["parent_run_id"]
+            sweep.client.update_run(parent_id, status="RUNNING")
+            if runrecord.REASON_TAG in sweep.client.get_run(parent_id).data.tags:  # why it stopped last time
+                sweep.client.delete_tag(parent_id, runrecord.REASON_TAG)
+            return
+        experiment = experiment_id(sweep.client, sweep.space.name)
+        parent_id = find_parent_run(sweep.client, experiment, sweep.record["name"]) or create_parent_run(sweep, experiment)
+    except Exception as err:  # a read-only database, a server refusing writes: nothing has started yet
+        raise InputError("tracking_uri", f"cannot write to MLflow at {sweep.tracking_uri} ({first_line(err)})") from None
+    sweep.record.update(parent_run_id=parent_id, experiment_id=experiment)
+    write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+
+
+def create_parent_run(sweep: Sweep, experiment: str) -> str:
     space = sweep.space
-    experiment = experiment_id(sweep.client, space.name)
     parent = sweep.client.create_run(experiment, run_name=sweep.sweep_dir.name, tags={
         **sweep_tags(sweep.sweep_dir.name, space.name, sweep.info), "overrides": " ".join(sweep.info["overrides"]),
         "storage": str(sweep.sweep_dir), "algorithm": space.search.algorithm,
@@ -107,10 +154,42 @@ def open_parent_run(sweep: Sweep) -> None:
         "objectives": runrecord.objectives_text((o.metric, o.mode) for o in space.objectives),
         "scheduler": space.scheduler.type})
     sweep.client.log_param(parent.info.run_id, "num_samples", space.num_samples)
-    sweep.sweep_dir.mkdir(parents=True)
-    sweep.record = {"parent_run_id": parent.info.run_id, "experiment_id": experiment,
-                    "tracking_uri": sweep.tracking_uri, "space": sweep.info, "name": sweep.sweep_dir.name}
-    write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+    return parent.info.run_id
+
+
+def end_interrupted(sweep: Sweep) -> None:
+    """After a Ctrl-C: the parent and the children of unfinished trials end KILLED, saying why (--resume
+    marks them RUNNING again and goes on from the trials' last checkpoints)."""
+    reason = "interrupted by the user (SIGINT); continue with --resume"
+    parent_id = sweep.record["parent_run_id"]
+    deliver(sweep.options.tracking_outage_s, lambda: close_running_children(
+        sweep.client, sweep.record["experiment_id"], parent_id, set(), "interrupted", reason))
+    deliver(sweep.options.tracking_outage_s, lambda: (sweep.client.set_tag(parent_id, runrecord.REASON_TAG, reason),
+                                                      sweep.client.set_terminated(parent_id, "KILLED")))
+
+
+@contextmanager
+def graceful_interrupt():
+    """The first SIGINT (Ctrl-C) asks Tune to stop gracefully: it saves its state and ends the running
+    trials, which keep their last checkpoints; a second SIGINT stops at once (KeyboardInterrupt)."""
+    state = SimpleNamespace(requested=False)
+
+    def on_sigint(signum, frame):
+        if state.requested or signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise KeyboardInterrupt  # a second Ctrl-C, or Tune is not listening yet
+        state.requested = True
+        print("sweep: stopping after Tune saves its state (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)  # tune.run's own graceful stop listens to SIGUSR1 as well
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours decides; Tune's would not tell us it fired
+    # Tune then suggests its Python Tuner.restore(...); this product's own --resume line follows instead
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: not record.getMessage().startswith("Experiment has been interrupted"))
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def start_ray(options: SweepOptions) -> None:
@@ -128,6 +207,10 @@ def start_ray(options: SweepOptions) -> None:
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=options.verbose > 0)  # inside `ray job submit`: join that cluster
     else:
+        # A private cluster gets Ray's default, token authentication, and a warning saying so on every sweep:
+        # the user chose nothing there, so that one line is not shown (a disabled-auth warning still is).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled"))
         ray.init(include_dashboard=False, log_to_driver=options.verbose > 0)
 
 
@@ -139,7 +222,8 @@ def build_or_restore_tuner(sweep: Sweep):
 
     space, record = sweep.space, sweep.record
     callbacks = [MlflowSweepCallback(sweep.tracking_uri, record["experiment_id"], record["parent_run_id"],
-                                     sweep_tags(record["name"], space.name, sweep.info)),
+                                     sweep_tags(record["name"], space.name, sweep.info),
+                                     outage_limit_s=sweep.options.tracking_outage_s),
                  OptunaStudyExport(sweep.optuna_storage, record["name"], space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if sweep.options.resume and tune.Tuner.can_restore(str(sweep.tune_dir)):
@@ -161,18 +245,37 @@ def build_or_restore_tuner(sweep: Sweep):
 
 def finish_sweep(sweep: Sweep, results, started: float, fit_seconds: float) -> dict:
     """Close child runs Tune lost track of, log the sweep's totals on the parent and end it."""
-    parent_id = sweep.record["parent_run_id"]
-    close_lost_trials(sweep.client, sweep.record["experiment_id"], parent_id,
-                      {r.metrics.get("trial_id") for r in results})
-    sweep.client.log_metric(parent_id, "trials", len(results))
-    sweep.client.log_metric(parent_id, "failed_trials", sum(1 for r in results if r.error))
-    sweep.client.log_metric(parent_id, "wall_time_s", time.perf_counter() - started)
-    sweep.client.set_terminated(parent_id, "FINISHED")
+    parent_id, client = sweep.record["parent_run_id"], sweep.client
+    known = {r.metrics.get("trial_id") for r in results}
+    deliver(sweep.options.tracking_outage_s, lambda: close_running_children(
+        client, sweep.record["experiment_id"], parent_id, known, "lost", LOST_REASON))
+    deliver(sweep.options.tracking_outage_s, lambda: client.log_batch(parent_id, metrics=[
+        Metric("trials", len(results), int(time.time() * 1000), 0),
+        Metric("failed_trials", sum(1 for r in results if r.error), int(time.time() * 1000), 0),
+        Metric("wall_time_s", time.perf_counter() - started, int(time.time() * 1000), 0)]))
+    deliver(sweep.options.tracking_outage_s, lambda: client.set_terminated(parent_id, "FINISHED"))
     return {**sweep.record, "sweep_dir": str(sweep.sweep_dir), "tracking_uri": sweep.tracking_uri,
             "optuna_storage": sweep.optuna_storage, "fit_seconds": fit_seconds}
 
 
 # ---- the pieces the steps use ----------------------------------------------------------------------
+
+MIN_FREE_BYTES = 64 * 2**20  # checkpoints, Tune's state and a report need room; less counts as a full disk
+
+
+def check_writable(field: str, folder: Path) -> None:
+    """`folder` exists (made if need be), takes a file, and has MIN_FREE_BYTES free; else a one-line error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".slt-write-check-"):
+            pass
+    except OSError as err:
+        raise InputError(field, f"cannot write to {folder} ({err.strerror or type(err).__name__})") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise InputError(field, f"{folder} has {free / 2**20:.1f} MiB free; a sweep needs at least "
+                                f"{MIN_FREE_BYTES // 2**20} MiB there")
+
 
 def resolved_base(space: SearchSpace) -> dict:
     """The base run config with a data directory made absolute (trials run in other working dirs)."""

@@ -7,6 +7,7 @@ each (found again by their `trial_id` attribute after a restart).
 """
 
 import logging
+import warnings
 
 import optuna
 from optuna.trial import TrialState, create_trial
@@ -41,7 +42,9 @@ class OptunaStudyExport(tune.Callback):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             self._study = optuna.create_study(storage=self.storage, study_name=self.study_name,
                                               directions=self.directions, load_if_exists=True)
-            self._study.set_metric_names(self.metrics)
+            with warnings.catch_warnings():  # set_metric_names is marked experimental since Optuna 3.2
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._study.set_metric_names(self.metrics)
         return self._study
 
     def _export(self, trial, state: TrialState) -> None:

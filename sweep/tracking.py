@@ -7,9 +7,12 @@ restore, and setup_mlflow leaves early-stopped trials RUNNING (DESIGN §7), henc
 """
 
 import json
+import logging
 import os
 import subprocess
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -22,6 +25,79 @@ from slt.config import make_config
 from slt.errors import InputError
 
 
+logger = logging.getLogger(__name__)
+
+RETRY_EVERY_S = 5.0  # while MLflow does not answer, try the oldest held record again this often
+
+
+class TrackingOutage(Exception):
+    """MLflow did not answer for longer than the sweep's bound; the sweep stops and can be resumed."""
+
+    def __init__(self, uri: str, seconds: float, reason: str):
+        super().__init__(f"MLflow at {uri} has not answered for {seconds:.0f} s ({reason}); the sweep stopped "
+                         "with its state saved: start the server and run the same command with --resume")
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def deliver(limit_s: float, action: Callable[[], object], uri: str = "MLflow") -> None:
+    """Run one MLflow write of the driver, retrying while the server does not answer, for up to `limit_s`."""
+    outbox = Outbox(uri, limit_s)
+    outbox.put(action)
+    outbox.flush(wait=True)
+
+
+class Outbox:
+    """MLflow writes in the order they were made. A write that fails (the server is down, the database is
+    locked) is held with every later one and tried again; the first failure and the recovery are said once
+    each in the log. After `limit_s` seconds without an answer, TrackingOutage."""
+
+    def __init__(self, uri: str, limit_s: float):
+        self.uri, self.limit_s = uri, limit_s
+        self.pending: deque[Callable[[], object]] = deque()
+        self.down_since: float | None = None
+        self.last_try = 0.0
+        self.on_failure: Callable[[], None] = lambda: None  # e.g. forget cached server state
+
+    def put(self, action: Callable[[], object]) -> None:
+        self.pending.append(action)
+
+    def flush(self, wait: bool = False) -> None:
+        """Deliver what is held. Without `wait`, a down server is tried at most every RETRY_EVERY_S and the
+        caller goes on; with it, this returns only once everything is delivered (or raises TrackingOutage)."""
+        while self.pending:
+            if self.down_since is not None and (waited := time.monotonic() - self.last_try) < RETRY_EVERY_S:
+                if not wait:
+                    return
+                time.sleep(RETRY_EVERY_S - waited)
+            self.last_try = time.monotonic()
+            try:
+                self.pending[0]()
+            except Exception as err:  # connection refused, timeouts, a locked database: all mean "not now"
+                self.on_failure()
+                self._failed(err)
+                if not wait:
+                    return
+                continue
+            self.pending.popleft()
+            if self.down_since is not None:
+                logger.warning("sweep: MLflow at %s answers again after %.0f s; delivering the %d held records",
+                               self.uri, time.monotonic() - self.down_since, len(self.pending) + 1)
+                self.down_since = None
+
+    def _failed(self, err: Exception) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            logger.warning("sweep: MLflow at %s does not answer (%s); holding its records and retrying every %.0f s "
+                           "for up to %.0f s", self.uri, first_line(err), RETRY_EVERY_S, self.limit_s)
+        if now - self.down_since > self.limit_s:
+            raise TrackingOutage(self.uri, now - self.down_since, first_line(err)) from None
+
+
 def check_reachable(uri: str) -> MlflowClient:
     """Fail in seconds, in one line, when the tracking server cannot be reached."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -30,8 +106,7 @@ def check_reachable(uri: str) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as err:  # connection refused, DNS, auth, bad URI: all mean "cannot track"
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise InputError("tracking_uri", f"cannot reach MLflow at {uri} ({reason})") from None
+        raise InputError("tracking_uri", f"cannot reach MLflow at {uri} ({first_line(err)})") from None
     return client
 
 
@@ -54,6 +129,13 @@ def sweep_tags(sweep: str, space_name: str, info: dict) -> dict[str, str]:
             "search_space_sha256": info["sha256"], "code_version": code_version()}
 
 
+def find_parent_run(client: MlflowClient, experiment: str, sweep: str) -> str | None:
+    """The parent run of sweep `sweep` if one was made (a driver killed before it noted the id in sweep.json)."""
+    runs = client.search_runs([experiment], filter_string=f"tags.sweep = '{sweep}'", max_results=1000)
+    parents = [r.info.run_id for r in runs if PARENT_TAG not in r.data.tags]
+    return parents[0] if parents else None
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
     found = client.get_experiment_by_name(name)
     if found:
@@ -62,17 +144,42 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: str | None = N
 
 
 class MlflowSweepCallback(tune.Callback):
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, tags: dict[str, str]):
+    """Every trial event becomes MLflow writes, in order, through an Outbox: while the server does not
+    answer they are held and retried (the trials go on), for up to `outage_limit_s` seconds."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, tags: dict[str, str],
+                 outage_limit_s: float = 600.0):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.tags = tags
+        self.outage_limit_s = outage_limit_s
         self._client = None
+        self._outbox = None
         self._runs: dict[str, str] = {}  # trial_id -> MLflow run id
         self._steps: dict[str, set[int]] = {}  # run id -> epochs already logged (a resumed trial may repeat one)
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients are not picklable
-        return {**self.__dict__, "_client": None, "_runs": {}, "_steps": {}}
+        return {**self.__dict__, "_client": None, "_outbox": None, "_runs": {}, "_steps": {}}
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.tracking_uri, self.outage_limit_s)
+            # a write that failed may still have landed: read the logged epochs again before the next one
+            self._outbox.on_failure = self._steps.clear
+        return self._outbox
+
+    def _send(self, action: Callable[[], object]) -> None:
+        self.outbox.put(action)
+        self.outbox.flush()
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.outbox.pending:
+            self.outbox.flush()
+
+    def on_experiment_end(self, trials, **info):
+        self.outbox.flush(wait=True)
 
     @property
     def client(self) -> MlflowClient:
@@ -86,9 +193,12 @@ class MlflowSweepCallback(tune.Callback):
         existing = self.client.search_runs(
             [self.experiment], filter_string=f"tags.{TRIAL_TAG} = '{trial.trial_id}' and "
                                              f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", max_results=1)
-        if existing:
+        if existing:  # a resumed or restarted trial: its run goes on, and no longer says why it stopped
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self.client.set_tag(run_id, runrecord.STATUS_TAG, "running")
+            if runrecord.REASON_TAG in existing[0].data.tags:
+                self.client.delete_tag(run_id, runrecord.REASON_TAG)
         else:
             params = make_config(**runrecord.run_fields(trial.config)).model_dump()  # every field, defaults included
             run = self.client.create_run(self.experiment, run_name=f"{trial.trial_id}", tags={
@@ -101,10 +211,17 @@ class MlflowSweepCallback(tune.Callback):
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_id(trial)
+        self._send(lambda: self._run_id(trial))
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self._run_id(trial)
+        self._send(lambda: self._run_id(trial))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A trial failed (its worker or node died, an exception) and Tune restarts it from its last checkpoint:
+        the same child run goes on; it counts the restarts and says why."""
+        restarts, reason = str(trial.run_metadata.num_failures), failure_reason(trial)
+        self._send(lambda: self.client.log_batch(self._run_id(trial), tags=_tags(
+            {"restarts": restarts, "restart_reason": reason})))
 
     def _logged_steps(self, run_id: str) -> set[int]:
         if run_id not in self._steps:
@@ -124,25 +241,28 @@ class MlflowSweepCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self._log_epoch(self._run_id(trial), result, step, int(result.get("timestamp", 0) * 1000))
+        values, timestamp = dict(result), int(result.get("timestamp", 0) * 1000)
+        self._send(lambda: self._log_epoch(self._run_id(trial), values, step, timestamp))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
         full = bool((trial.last_result or {}).get(runrecord.FULL_BUDGET_TAG))
-        self._backfill(run_id, trial)
-        self._log_artifacts(run_id, trial)
-        self.client.log_batch(run_id, tags=_tags(runrecord.end_tags("finished", full)))
-        self.client.set_terminated(run_id, "FINISHED")
+        checkpoint = trial.checkpoint
+        self._send(lambda: self._end(trial, checkpoint, runrecord.end_tags("finished", full), "FINISHED", backfill=True))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        run_id = self._run_id(trial)
-        self.client.log_batch(run_id, tags=_tags(runrecord.end_tags("failed", False, failure_reason(trial))))
-        self._log_artifacts(run_id, trial)
-        self.client.set_terminated(run_id, "FAILED")
+        tags, checkpoint = runrecord.end_tags("failed", False, failure_reason(trial)), trial.checkpoint
+        self._send(lambda: self._end(trial, checkpoint, tags, "FAILED"))
 
-    def _backfill(self, run_id: str, trial) -> None:
+    def _end(self, trial, checkpoint, tags: dict[str, str], status: str, backfill: bool = False) -> None:
+        run_id = self._run_id(trial)
+        if backfill:
+            self._backfill(run_id, checkpoint)
+        self._log_artifacts(run_id, checkpoint)
+        self.client.log_batch(run_id, tags=_tags(tags))
+        self.client.set_terminated(run_id, status)
+
+    def _backfill(self, run_id: str, checkpoint) -> None:
         """Epochs a trial reported while the driver was down (seen only in its final metrics.json)."""
-        checkpoint = trial.checkpoint
         summary = Path(checkpoint.path) / runrecord.METRICS_FILE if checkpoint is not None else None
         if summary is None or not summary.is_file():
             return
@@ -154,8 +274,7 @@ class MlflowSweepCallback(tune.Callback):
             self._log_epoch(run_id, runrecord.epoch_metrics(entry, total, None, pruned), int(entry["epoch"]),
                             int(time.time() * 1000))
 
-    def _log_artifacts(self, run_id: str, trial) -> None:
-        checkpoint = trial.checkpoint
+    def _log_artifacts(self, run_id: str, checkpoint) -> None:
         if checkpoint is None:
             return
         directory = Path(checkpoint.path)
@@ -171,17 +290,20 @@ def _tags(tags: dict[str, str]) -> list[RunTag]:
     return [RunTag(k, v) for k, v in tags.items()]
 
 
-def close_lost_trials(client, experiment: str, parent_id: str, trial_ids: set) -> None:
-    """Child runs still RUNNING after the sweep belong to trials a killed driver started after Tune's
-    last snapshot; the resumed sweep does not know them. Close them (nothing is deleted), saying why."""
+LOST_REASON = "the driver was killed before Tune recorded this trial; the resumed sweep ran another in its place"
+
+
+def close_running_children(client, experiment: str, parent_id: str, trial_ids: set, status: str, reason: str) -> None:
+    """End the parent's child runs still RUNNING, except those of `trial_ids`, as KILLED with `status` and
+    `reason` (nothing is deleted). After a sweep they belong to trials a killed driver started after Tune's
+    last snapshot ("lost": the resumed sweep does not know them); after a Ctrl-C, to the stopped trials
+    ("interrupted": --resume continues them in the same runs)."""
     running = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
                                                               "attributes.status = 'RUNNING'", max_results=10000)
     for run in running:
         if run.data.tags.get(TRIAL_TAG) in trial_ids:
             continue
-        client.log_batch(run.info.run_id, tags=_tags(runrecord.end_tags(
-            "lost", False, "the driver was killed before Tune recorded this trial; the resumed sweep ran "
-                           "another in its place")))
+        client.log_batch(run.info.run_id, tags=_tags(runrecord.end_tags(status, False, reason)))
         client.set_terminated(run.info.run_id, "KILLED")
 
 

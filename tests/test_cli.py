@@ -1,5 +1,6 @@
 import json
 import pickle
+import warnings
 
 import pytest
 
@@ -112,6 +113,23 @@ def test_malicious_pickle_is_refused_and_not_executed(capsys, tmp_path):
                            "--out", str(tmp_path / "run"))
     assert code == 2 and "data_dir" in err and err.count("\n") == 1
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_malicious_checkpoint_is_refused_in_one_line_without_a_warning(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('pwned')",))
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(pickle.dumps({"model": Evil()}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path / "run"))
+    assert code == 2 and err.startswith("slt: error: checkpoint: ") and err.count("\n") == 1
+    assert not marker.exists()
+    assert [str(w.message) for w in caught] == []  # torch's pickle-protocol warning is not the user's concern
 
 
 def test_existing_run_is_never_overwritten(capsys, tmp_path):

@@ -2,6 +2,8 @@
 
 import socket
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -127,3 +129,28 @@ def test_sweep_bad_input_fails_in_one_line_before_anything_starts(tmp_path, caps
     assert code == 2 and err.startswith(f"sweep: error: {field}: ") and err.count("\n") == 1, err
     assert time.perf_counter() - started < 20
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+@pytest.mark.parametrize("place,field", [("storage", "storage"), ("reports", "reports"), ("tracking", "tracking_uri"),
+                                         ("sysfs", "storage"), ("full", "storage")])
+def test_a_place_that_cannot_be_written_is_refused_in_one_line_before_ray_starts(tmp_path, capsys, monkeypatch,
+                                                                                place, field):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # no folder can be made below a file, even by root (CI runs as root)
+    places = {"storage": tmp_path / "results", "reports": tmp_path / "reports", "tracking": tmp_path / "mlflow.db"}
+    if place in places:
+        places[place] = blocker / "below" / ("mlflow.db" if place == "tracking" else "")
+    elif place == "sysfs":
+        places["storage"] = Path("/sys/slt-results")  # a read-only file system
+    else:  # a full disk: the storage folder is fine but has no room left
+        import shutil
+
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=2**30, used=2**30, free=2**20))
+    monkeypatch.chdir(tmp_path)
+    code = main("decay_rate", ["--storage", str(places["storage"]), "--reports", str(places["reports"]),
+                               "--tracking-uri", f"sqlite:///{places['tracking']}", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"sweep: error: {field}: ") and err.count("\n") == 1, err
+    assert ("has 1.0 MiB free; a sweep needs at least 64 MiB" in err) if place == "full" else ("cannot write to" in err)
+    assert not list(tmp_path.glob("results/decay_rate-*"))  # no sweep folder, no parent run: Ray never started
+    assert not (tmp_path / "mlflow.db").exists()  # nor a tracking database

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import runrecord
-from sweep.tracking import MlflowSweepCallback, close_lost_trials
+from sweep.tracking import LOST_REASON, MlflowSweepCallback, close_running_children
 
 TAGS = {"sweep": "toy-demo-1", "profile": "demo"}
 
@@ -108,8 +108,77 @@ def test_lost_trials_are_closed_killed_with_a_reason_and_known_ones_kept(store):
     callback = driver(store)
     callback.on_trial_start(0, [], trial("known"))
     callback.on_trial_start(0, [], trial("lost"))
-    close_lost_trials(store.client, store.experiment, store.parent, {"known"})
+    close_running_children(store.client, store.experiment, store.parent, {"known"}, "lost", LOST_REASON)
     runs = {r.data.tags[runrecord.TRIAL_TAG]: r for r in children(store)}
     assert runs["known"].info.status == "RUNNING"
     assert runs["lost"].info.status == "KILLED" and runs["lost"].data.tags["status"] == "lost"
     assert "driver was killed" in runs["lost"].data.tags["reason"]
+
+
+class Flaky:
+    """An MlflowClient whose server can be taken down: every call then raises, as a refused connection does."""
+
+    def __init__(self, client):
+        self.client, self.down = client, False
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise ConnectionError("Connection refused")
+            return method(*args, **kwargs)
+        return call
+
+
+def test_records_made_while_mlflow_is_down_are_held_and_delivered_once_in_order(store, monkeypatch, caplog):
+    monkeypatch.setattr("sweep.tracking.RETRY_EVERY_S", 0.0)
+    callback = driver(store)
+    callback._client = flaky = Flaky(store.client)
+    callback.on_trial_start(0, [], trial("t1"))
+    callback.on_trial_result(0, [], trial("t1"), epoch(1))
+    flaky.down = True  # the server goes away: the trial goes on reporting
+    callback.on_trial_result(0, [], trial("t1"), epoch(2))
+    callback.on_trial_start(0, [], trial("t2"))  # a trial that starts during the outage gets its run later
+    callback.on_trial_result(0, [], trial("t2"), epoch(1))
+    callback.on_step_end(0, [])
+    assert len(callback.outbox.pending) == 3 and [steps(store, r.info.run_id) for r in children(store)] == [[1]]
+    flaky.down = False
+    callback.on_trial_result(0, [], trial("t1"), epoch(3))
+    callback.on_trial_complete(0, [], trial("t1", last_result=epoch(3)))
+    callback.on_experiment_end([])
+    runs = {r.data.tags[runrecord.TRIAL_TAG]: r for r in children(store)}
+    assert sorted(runs) == ["t1", "t2"] and not callback.outbox.pending
+    assert steps(store, runs["t1"].info.run_id) == [1, 2, 3] and steps(store, runs["t2"].info.run_id) == [1]
+    assert runs["t1"].info.status == "FINISHED" and runs["t1"].data.tags["full_budget"] == "true"
+    said = [r.getMessage() for r in caplog.records if r.name == "sweep.tracking"]
+    assert len(said) == 2 and "does not answer" in said[0] and "answers again" in said[1]
+
+
+def test_an_outage_longer_than_the_bound_stops_the_sweep_in_one_line(store, monkeypatch):
+    from sweep.tracking import TrackingOutage
+
+    monkeypatch.setattr("sweep.tracking.RETRY_EVERY_S", 0.01)
+    callback = MlflowSweepCallback(store.uri, store.experiment, store.parent, TAGS, outage_limit_s=0.05)
+    callback._client = flaky = Flaky(store.client)
+    flaky.down = True
+    callback.on_trial_start(0, [], trial("t1"))  # held; the bound is not yet reached
+    with pytest.raises(TrackingOutage) as stopped:
+        callback.on_experiment_end([])  # waits for the server until the bound
+    message = str(stopped.value)
+    assert "has not answered for" in message and "--resume" in message and "\n" not in message
+    assert children(store) == []  # nothing was half-written
+
+
+def test_a_restarted_trial_keeps_its_run_and_counts_the_restart(store):
+    callback = driver(store)
+    callback.on_trial_start(0, [], trial("t1"))
+    callback.on_trial_result(0, [], trial("t1"), epoch(1))
+    restarted = SimpleNamespace(**vars(trial("t1")), run_metadata=SimpleNamespace(num_failures=1))
+    callback.on_trial_recover(0, [], restarted)
+    callback.on_trial_start(0, [], trial("t1"))  # Tune starts it again from its checkpoint
+    callback.on_trial_result(0, [], trial("t1"), epoch(1))  # the epoch it had reported, again
+    callback.on_trial_result(0, [], trial("t1"), epoch(2))
+    (run,) = children(store)
+    assert run.data.tags["restarts"] == "1" and run.data.tags["restart_reason"] == "unknown error"
+    assert steps(store, run.info.run_id) == [1, 2]
