@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -89,6 +90,8 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     open_parent_run(sweep)
     start_ray(options)
     tuner = build_or_restore_tuner(sweep)
+    if options.resume:
+        quiet_resume_noise()
     fit_started = time.perf_counter()
     with graceful_interrupt() as interrupt:
         results = tuner.fit()
@@ -168,6 +171,21 @@ def end_interrupted(sweep: Sweep) -> None:
                                                       sweep.client.set_terminated(parent_id, "KILLED")))
 
 
+def quiet_resume_noise() -> None:
+    """Two things Ray and Optuna say after every resume of a killed sweep that are no fault of the user's:
+    Tune's snapshot still lists an old checkpoint the killed driver had already deleted (num_to_keep), and
+    tries to delete it again (a logged FileNotFoundError traceback); a trial restored from its checkpoint
+    reports its epoch again, which Optuna ignores with a warning."""
+    def not_a_deleted_checkpoint(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Trial") and "Error handling checkpoint" in record.getMessage()
+                    and isinstance(error, FileNotFoundError))
+
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(not_a_deleted_checkpoint)
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step=",
+                            category=UserWarning)
+
+
 @contextmanager
 def graceful_interrupt():
     """The first SIGINT (Ctrl-C) asks Tune to stop gracefully: it saves its state and ends the running
@@ -198,6 +216,8 @@ def start_ray(options: SweepOptions) -> None:
     # Tune snapshots its experiment state at most every 10 s by default; trials started after the
     # last snapshot are unknown to a resumed sweep. Once a second keeps that window small.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # ...and Tune warns on every sweep that snapshots come often (they do, by that choice): not shown
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
     if ray.is_initialized():

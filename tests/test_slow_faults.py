@@ -81,6 +81,7 @@ def test_kill9_at_any_moment_then_resume_completes_the_sweep_and_its_report(tmp_
     final = subprocess.run(sweep_cmd(tmp_path, "decay_rate", *settings, "--resume"), cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
+    assert "Traceback" not in final.stderr and "Warning" not in final.stderr, final.stderr[-3000:]
     client, parents, kids = children(tmp_path)
     check_complete(client, parents, kids, trials=4, epochs=2)
     (report,) = reports.glob("decay_rate-demo-*")

@@ -35,6 +35,7 @@ def test_demo_sweep_leaves_parent_and_children_in_mlflow(tmp_path):
     done = subprocess.run(sweep_cmd(tmp_path, "decay_rate", "--set", "num_samples=5", "--set", "base.epochs=1"),
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr, done.stderr[-2000:]  # quiet on success
     assert "5 trials, 0 failed" in done.stdout and "best val_accuracy" in done.stdout
     client, parents, kids = children(tmp_path)
     assert len(parents) == 1 and len(kids) == 5
