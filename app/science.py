@@ -161,8 +161,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-ENERGY_TOTALS = ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "opcounter_relative_difference", "macs",
-                 "sops", "mean_input_spike_rate")
+ENERGY_TOTALS = ("energy_mj", "energy_mj_sparse", "energy_mj_effective", "energy_mj_memory_aware",
+                 "energy_mj_memory_aware_ann", "break_even_spike_rate", "energy_mj_opcounter",
+                 "opcounter_relative_difference", "macs", "sops", "effective_acs", "effective_macs",
+                 "mean_input_spike_rate")
 
 
 def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, "TrainConfig"]:
@@ -170,14 +172,18 @@ def _energy_of(args: argparse.Namespace, checkpoint: str | None) -> tuple[dict, 
     from slt.energy import measure_energy
     from slt.train import TrainingRun
 
+    from slt.energy_table import load_energy_table
+
     constants = {"e_mac_pj": args.e_mac, "e_ac_pj": args.e_ac}
     if checkpoint:
         run = restore_run(checkpoint, args.data_dir, args.device)
-        return run.energy(batch=args.batch, **constants), run.cfg
+        table = load_energy_table(args.energy_table or run.cfg.energy_table)  # --energy-table, else the run's
+        return run.energy(batch=args.batch, table=table, **constants), run.cfg
     cfg = _config_from(args)
     if not cfg.spiking:  # ANN energy depends only on the shapes: no data needed
         model, example = _model_without_data(cfg)
-        return measure_energy(model, example, spiking=False, T=1, **constants), cfg
+        table = load_energy_table(cfg.energy_table)
+        return measure_energy(model, example, spiking=False, T=1, table=table, **constants), cfg
     run = TrainingRun(cfg)
     run.enter_phase(len(run.phases) - 1)  # the network as it ends up, e.g. with MultiSp's patch pruning
     return run.energy(batch=args.batch, **constants), cfg
@@ -195,7 +201,9 @@ def cmd_energy(args: argparse.Namespace) -> int:
                       ratio_to_baseline=report["energy_mj"] / base["energy_mj"],
                       ratio_to_baseline_sparse=report["energy_mj_sparse"] / base["energy_mj_sparse"])
     if args.per_layer:
-        columns = ("layer", "macs", "firing_rate", "sops", "kept_fraction", "energy_pj", "energy_pj_sparse")
+        columns = ("layer", "macs", "firing_rate", "sops", "kept_fraction", "energy_pj", "energy_pj_sparse",
+                   "effective_ops", "effective_kind", "energy_pj_effective", "memory_aware_ops_pj",
+                   "memory_aware_memory_pj", "memory_aware_pj")
         print("\t".join(columns))
         for row in report["layers"]:
             print("\t".join("-" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))

@@ -27,8 +27,8 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         return 2
     except SweepInterrupted as stop:
         print(f"sweep {stop.record['name']}: interrupted; the parent run ended KILLED, the running trials keep "
-              f"their last checkpoints.\nContinue with: {resume_command(argv)}", file=sys.stderr)
-        return 130
+              f"their last checkpoints.\nContinue with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        return _shut_ray_down()
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         print(f"sweep: stopped at once. Continue with: {resume_command(argv)}", file=sys.stderr)
         return 130
@@ -43,6 +43,17 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         _report(space, record, Path(args.reports).resolve() / record["name"])
     print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
     return 0
+
+
+def _shut_ray_down() -> int:
+    """Stop the private Ray now, not in an exit hook, so that a second Ctrl-C during it ends quietly."""
+    try:
+        import ray
+
+        ray.shutdown()
+    except KeyboardInterrupt:
+        print("sweep: stopped at once", file=sys.stderr)
+    return 130
 
 
 def _report(space, record: dict, folder: Path) -> None:

@@ -20,13 +20,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from runrecord import ACCURACY, VAL_ACCURACY, comparable, finished_full_budget
+from runrecord import ACCURACY, ENERGY_METRICS, VAL_ACCURACY, comparable, finished_full_budget
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
 ACCURACY_AXIS = "test accuracy (fraction correct)"
 VAL_AXIS = "validation accuracy (fraction correct)"
 ENERGY = "energy per image (mJ)"
+ENERGY_AXES = {"energy_mj_sparse": "energy per image, scaled by kept weights (mJ)",
+               "energy_mj_effective": "energy per image, effective operations (mJ)"}
 AXES = {  # swept run-config column -> axis label
     "p": "weight pruning ratio p (fraction of weights pruned)",
     "q": "patch pruning ratio q (fraction of tokens pruned)",
@@ -101,6 +103,13 @@ class Heatmap:  # mean accuracy per cell; rows = y values, columns = x values; n
     mean: np.ndarray
     n: np.ndarray
     colorbar: str
+
+
+@dataclass
+class Bars:  # grouped bars, one group per category and one bar per series; mean ± std over n runs
+    categories: list[str]
+    series: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]  # label, colour, mean, std, n per category
+    log: bool = False
 
 
 @dataclass
@@ -260,21 +269,27 @@ def _balance_specs(rows: pd.DataFrame) -> list[Spec]:
 
 
 def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
-    if pareto is None or "energy_mj" not in pareto or "is_pareto" not in pareto:
+    """The front as ranked: x the first minimised objective (an energy), y the first maximised one."""
+    if pareto is None or "is_pareto" not in pareto:
         return None
-    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[[VAL_ACCURACY, "energy_mj"]].notna().all(axis=1)]
+    objectives = pareto.attrs.get("objectives", [(VAL_ACCURACY, "max"), ("energy_mj", "min")])
+    x_name = next((name for name, mode in objectives if mode == "min"), None)
+    y_name = next((name for name, mode in objectives if mode == "max"), None)
+    if x_name is None or y_name is None or x_name not in pareto or y_name not in pareto:
+        return None
+    done = pareto[(pareto["run_status"] == "FINISHED") & pareto[[y_name, x_name]].notna().all(axis=1)]
     if done.empty:
         return None
     full = finished_full_budget(done)
-    front = done[full & done["is_pareto"].astype(bool)].sort_values("energy_mj")
+    front = done[full & done["is_pareto"].astype(bool)].sort_values(x_name)
     dominated = done[full & ~done["is_pareto"].astype(bool)]
     stopped = done[~full]
 
     def hover(frame):
-        return [_run_hover(r, (VAL_ACCURACY, ACCURACY, "energy_mj")) for _, r in frame.iterrows()]
+        return [_run_hover(r, tuple(dict.fromkeys((y_name, ACCURACY, x_name, "energy_mj")))) for _, r in frame.iterrows()]
 
     def xy(frame):
-        return frame["energy_mj"].to_numpy(float), frame[VAL_ACCURACY].to_numpy(float)
+        return frame[x_name].to_numpy(float), frame[y_name].to_numpy(float)
 
     layers = [Points(f"dominated (full budget, {len(dominated)})", PALETTE[0], *xy(dominated), hover(dominated)),
               Front(f"Pareto front ({len(front)})", PALETTE[3], *xy(front), hover(front))]
@@ -282,8 +297,46 @@ def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
         layers.insert(0, Points(f"early-stopped: partial budget, not comparable, never on the front ({len(stopped)})",
                                 "#999999", *xy(stopped), hover(stopped), faint=True, marker="x"))
     ranked = f" (ranked on {done['ranked_on'].iloc[0]})" if "ranked_on" in done else ""
-    return Spec("pareto_accuracy_energy", "Validation accuracy vs energy per image: the front the search ranks"
-                + ranked + "; test accuracy in pareto.csv", ENERGY, VAL_AXIS, layers)
+    xlabel = ENERGY if x_name == "energy_mj" else ENERGY_AXES.get(x_name, x_name)
+    ylabel = VAL_AXIS if y_name == VAL_ACCURACY else y_name
+    return Spec("pareto_accuracy_energy", f"{ylabel.split(' (')[0].capitalize()} vs {xlabel.split(' (')[0]}: the front "
+                "the search ranks" + ranked + "; test accuracy in pareto.csv", xlabel, ylabel, layers)
+
+
+ESTIMATES = {"energy_mj": "paper convention (dense connectivity)", "energy_mj_sparse": "scaled by kept weights",
+             "energy_mj_effective": "effective operations", "energy_mj_memory_aware": "memory-aware (Lemaire et al.)"}
+
+
+def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and n of every energy estimate per method over full-budget runs; a ticket method swept over
+    p is shown at the p nearest 0.5 (as the paper's tables). Rows: methods in slt.methods order."""
+    present = [m for m in ENERGY_METRICS if m in runs and runs[m].notna().any()]
+    rows = comparable(runs, tuple(present))
+    if rows.empty:
+        return pd.DataFrame()
+    if "p" in rows:
+        nearest = rows.groupby("method")["p"].transform(lambda p: p.iloc[(p - 0.5).abs().argsort().iloc[0]]
+                                                        if p.notna().any() else np.nan)
+        rows = rows[rows["p"].isna() | (rows["p"] == nearest)]
+    label = rows["method"] + (rows["p"].map(lambda p: f" p={_fmt(p)}" if pd.notna(p) else "")
+                              if "p" in rows else "")
+    table = rows.assign(label=label).groupby("label")[present].agg(["mean", "std", "count"])
+    order = {m: i for i, m in enumerate(METHODS)}
+    return table.loc[sorted(table.index, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))]
+
+
+def _energy_models_spec(runs: pd.DataFrame) -> Spec | None:
+    """Energy per image of each method under every estimate the runs recorded (log scale: they differ by
+    orders of magnitude); only where more than the paper's convention was recorded."""
+    table = energy_model_data(runs)
+    estimates = list(dict.fromkeys(name for name, _ in table.columns)) if not table.empty else []
+    if len(estimates) < 2:
+        return None
+    series = [(ESTIMATES.get(name, name), PALETTE[i % len(PALETTE)], table[name]["mean"].to_numpy(float),
+               table[name]["std"].to_numpy(float), table[name]["count"].to_numpy(int))
+              for i, name in enumerate(estimates)]
+    return Spec("energy_models", "Energy per image under each estimate (mean ± std over full-budget runs)",
+                "method", ENERGY + ", log scale", [Bars(list(table.index), series, log=True)])
 
 
 def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:
@@ -294,11 +347,22 @@ def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:
     order = pd.Series(range(len(runs)), index=runs.sort_values("trial_id", kind="stable").index
                       if "trial_id" in runs else runs.index)
     specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
-    specs += _balance_specs(rows) + [_pareto_spec(pareto)]
+    specs += _balance_specs(rows) + [_pareto_spec(pareto), _energy_models_spec(runs)]
     return [spec for spec in specs if spec is not None]
 
 
 # ---- rendering: matplotlib PNG -----------------------------------------------------------------------
+
+def _png_bars(ax, layer: Bars) -> None:
+    width = 0.8 / len(layer.series)
+    positions = np.arange(len(layer.categories))
+    for i, (label, color, mean, std, n) in enumerate(layer.series):
+        ax.bar(positions + (i - (len(layer.series) - 1) / 2) * width, mean, width, color=color,
+               yerr=np.where(n > 1, std, np.nan), capsize=2, label=label)
+    ax.set_xticks(positions, layer.categories, rotation=20, ha="right")
+    if layer.log:
+        ax.set_yscale("log")
+
 
 def _png(spec: Spec, path: Path) -> None:
     fig = Figure(figsize=(7.5, 5), layout="constrained")
@@ -341,6 +405,8 @@ def _png(spec: Spec, path: Path) -> None:
                     if not math.isnan(value):
                         ax.text(j, i, f"{value:.3f}\nn={layer.n[i, j]}", ha="center", va="center", fontsize=8,
                                 color="white" if value < np.nanmean(layer.mean) else "black")
+            case Bars():
+                _png_bars(ax, layer)
     ax.set(title=spec.title, xlabel=spec.xlabel, ylabel=spec.ylabel)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -351,6 +417,16 @@ def _png(spec: Spec, path: Path) -> None:
 
 def _nan_to_none(values) -> list:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in map(float, values)]
+
+
+def _html_bars(fig: go.Figure, layer: Bars) -> None:
+    for label, color, mean, std, n in layer.series:
+        fig.add_trace(go.Bar(x=layer.categories, y=_nan_to_none(mean), name=label, marker_color=color,
+                             error_y={"type": "data", "array": _nan_to_none(np.where(n > 1, std, np.nan))},
+                             customdata=n, hovertemplate="%{x}: %{y:.4g} mJ (n = %{customdata})<extra></extra>"))
+    fig.update_layout(barmode="group")
+    if layer.log:
+        fig.update_yaxes(type="log")
 
 
 def _html(spec: Spec, path: Path) -> None:
@@ -406,6 +482,8 @@ def _html(spec: Spec, path: Path) -> None:
                     hovertemplate="p = %{x}<br>q = %{y}<br>mean accuracy = %{z:.4f}<extra></extra>"))
                 fig.update_xaxes(type="category")
                 fig.update_yaxes(type="category")
+            case Bars():
+                _html_bars(fig, layer)
     fig.update_layout(title={"text": spec.title}, xaxis_title=spec.xlabel, yaxis_title=spec.ylabel,
                       template="plotly_white", legend={"orientation": "h", "y": -0.2})
     fig.write_html(path, include_plotlyjs=True, full_html=True)
@@ -417,7 +495,7 @@ def write_figures(runs: pd.DataFrame, pareto: pd.DataFrame | None, out_dir: Path
 
     `runs`: dashboards.runs.load_runs's table; `pareto`: dashboards.pareto.pareto_table's, or None.
     Returns one {"name", "title", "png", "html"} per figure, in a fixed order: accuracy vs p, q, T, λ,
-    the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter.
+    the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter, the energy estimates per method.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ def pareto_table(runs: pd.DataFrame, objectives: list[tuple[str, str]], *,
     same objective values are collapsed: the first stays on the front, its duplicates are marked.
     """
     table = runs.copy()
+    table.attrs["objectives"] = [tuple(o) for o in objectives]  # what was ranked (figures read it)
     names = [name for name, _ in objectives]
     eligible = (table["run_status"] == "FINISHED") & table[names].notna().all(axis=1)
     if not include_early_stopped:

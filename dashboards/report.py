@@ -53,12 +53,20 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
             "claims": written["claims"], "parent_run_id": parent.info.run_id}
 
 
+def front_objectives(parent) -> list[tuple[str, str]]:
+    """What the report's Pareto front ranks: a multi-objective sweep's own objectives (its parent's
+    `objectives` tag, e.g. val_accuracy:max,energy_mj_effective:min), else PARETO_OBJECTIVES."""
+    pairs = [item.partition(":")[::2] for item in parent.data.tags.get("objectives", "").split(",") if ":" in item]
+    return pairs if len(pairs) >= 2 else list(PARETO_OBJECTIVES)
+
+
 def _write_files(experiment: str, parent, runs, out: Path) -> dict:
     """Every file of the report into `out`: runs and Pareto CSVs, figures, tables, claims, index.html."""
     runs.to_csv(out / "runs.csv", index=False)
     pareto = None
-    if all(name in runs.columns for name, _ in PARETO_OBJECTIVES):
-        pareto = pareto_table(runs, PARETO_OBJECTIVES)
+    objectives = front_objectives(parent)
+    if all(name in runs.columns for name, _ in objectives):
+        pareto = pareto_table(runs, objectives)
         pareto.to_csv(out / "pareto.csv", index=False)
     figures = write_figures(runs, pareto, out)
     tables = write_tables(runs, out)
@@ -80,7 +88,7 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if pareto is not None:
-        parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(PARETO_OBJECTIVES)}; '
+        parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(pareto.attrs["objectives"])}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '
                      'the test accuracy of each is a column)</li>')
     parts.append("</ul><h2>Figures</h2>")

@@ -85,6 +85,10 @@ class TrainConfig(BaseModel):
         "auto", "the LIF's implementation: fused (compiled forward and BPTT, bit-identical to spikingjelly's) or "
                 "spikingjelly (the reference); auto = spikingjelly's CUDA kernels on GPUs; on CPU fused where the run is "
                 "long enough to win back the ~6 s compilation, else spikingjelly")
+    energy_table: str | None = _field(
+        None, "YAML file of constants of the memory-aware energy estimate (keys of slt.energy_table."
+              "MEMORY_AWARE_TABLE; the ones it leaves out keep their cited 45 nm values); None = the cited values",
+        "a YAML file path")
     precision: Literal["auto", "fp32", "bf16"] = _field(
         "auto", "arithmetic of convolutions and linear layers: bf16 (autocast; membranes, BN statistics, loss and "
                 "optimiser state stay float32) or fp32; auto = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, "
@@ -92,6 +96,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.energy_table is not None:
+            from slt.energy_table import load_energy_table
+
+            load_energy_table(self.energy_table)  # a bad file fails here, before any work
         transformer = self.model in TRANSFORMERS
         later = self.later_epochs
         if later and later >= self.epochs:

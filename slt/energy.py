@@ -14,6 +14,14 @@ operations by its kept-weight fraction.
 Layers fed by non-binary tensors (the first layer's pixels, avg-pooled spikes, the transformer's
 residual stream of summed spikes) use the mean input value as fr and are flagged `binary_input: false`.
 
+Effective operations (NeuroBench's effective MACs / ACs), beside the paper's convention: every
+conv/linear layer's op applied to the non-zero indicator of its input and of its (effective, i.e.
+masked or binarised) weight, summed over the batch, counts exactly the multiply-accumulates that touch
+a non-zero input and a non-zero weight (zero padding, silent neurons and pruned weights skipped). A layer
+fed by spikes charges them as accumulates (e_ac), one fed by real values (pixels, summed spikes, an ANN's
+activations) as MACs (e_mac): `energy_mj_effective`. For an attention product both operands play the
+indicator roles.
+
 Attention products (the transformer's MatMul modules, rows "blocks.i.attn.qk" and "blocks.i.attn.av")
 count like layers whose weights are the other operand: Q·Kᵀ has L·L·D MACs per image per time step
 (over all heads), attn·V has L·L·D too. In the SNN the spike operand sets fr: Q for Q·Kᵀ (K plays the
@@ -38,12 +46,15 @@ cross-check. Where its conventions differ from the paper's:
 """
 
 import torch
+import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCounter, SynOpCounter
 from torch import nn
 
+from slt.energy_table import MEMORY_AWARE_TABLE
 from slt.models.spikformer import MatMul
 from slt.tickets import ticket_layers
+from slt.tickets.supermask import TicketLayer
 
 E_MAC_PJ = 4.6  # 45 nm, 32-bit float multiply-accumulate (Horowitz 2014), as in the paper
 E_AC_PJ = 0.9  # 32-bit float accumulate
@@ -66,11 +77,37 @@ def layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torc
     return per_output * (output.numel() // output.shape[0])
 
 
-class _LayerProbe:
-    """Forward hooks on every conv/linear/MatMul: MACs per sample, samples run, input sum and count, binary flag."""
+def effective_ops(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
+    """Multiply-accumulates of one call of `module` with a non-zero input and a non-zero weight, summed over
+    the call's samples: its own op on the non-zero indicators (exact integers, far below 2^24 per output)."""
+    def nonzero(t: torch.Tensor) -> torch.Tensor:
+        return (t.detach() != 0).to(torch.float32)
 
-    def __init__(self, model: nn.Module):
+    if isinstance(module, MatMul):
+        return float((nonzero(inputs[0]) @ nonzero(inputs[1])).sum(dtype=torch.float64))
+    weight = nonzero(module.effective_weight() if isinstance(module, TicketLayer) else module.weight)
+    if isinstance(module, nn.Conv2d):
+        out = F.conv2d(nonzero(inputs[0]), weight, None, module.stride, module.padding, module.dilation, module.groups)
+    else:
+        out = F.linear(nonzero(inputs[0]), weight)
+    return float(out.sum(dtype=torch.float64))
+
+
+def _weight_count(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Entries of the operand a layer reads per input event: its weight, or an attention product's other operand."""
+    if isinstance(module, MatMul):
+        other = inputs[1 - module.spike_operand]
+        return other.numel() // other.shape[0]
+    return module.weight.numel()
+
+
+class _LayerProbe:
+    """Forward hooks on every conv/linear/MatMul: MACs per sample, samples run, input sum and count, binary flag,
+    effective operations (with `effective`)."""
+
+    def __init__(self, model: nn.Module, effective: bool = False):
         self.stats: dict[str, dict] = {}
+        self.effective = effective
         self.handles = [module.register_forward_hook(self._hook(name))
                         for name, module in model.named_modules() if isinstance(module, COUNTED_LAYERS)]
 
@@ -78,11 +115,16 @@ class _LayerProbe:
         def hook(module, inputs, output):
             x = inputs[getattr(module, "spike_operand", 0)].detach()
             entry = self.stats.setdefault(name, {"macs": layer_macs(module, inputs, output), "sum": 0.0, "count": 0,
-                                                 "samples": 0, "binary": True, "order": len(self.stats)})
+                                                 "samples": 0, "binary": True, "effective": 0.0,
+                                                 "outputs": output.numel() // output.shape[0],
+                                                 "inputs": x.numel() // x.shape[0], "weights": _weight_count(module, inputs),
+                                                 "conv": isinstance(module, nn.Conv2d), "order": len(self.stats)})
             entry["samples"] += output.shape[0]  # images x time steps this layer ran on (time folded into batch)
             entry["sum"] += float(x.sum(dtype=torch.float64))
             entry["count"] += x.numel()
             entry["binary"] &= bool(((x == 0) | (x == 1)).all())
+            if self.effective:
+                entry["effective"] += effective_ops(module, inputs)
         return hook
 
     def remove(self):
@@ -111,24 +153,27 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 @torch.no_grad()
 def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: int, e_mac_pj: float = E_MAC_PJ,
-                   e_ac_pj: float = E_AC_PJ, opcounter: bool = True) -> dict:
+                   e_ac_pj: float = E_AC_PJ, opcounter: bool = True, table: dict | None = None) -> dict:
     """Energy per image of `model` on the batch `inputs` (as the model takes them), in millijoules.
 
-    Returns totals (energy_mj, energy_mj_sparse, energy_mj_opcounter and its relative difference,
-    macs, sops, mean_input_spike_rate) and `layers`, a per-layer table. `macs` is per image per time
-    step; `passes` is how many times per image the layer ran (T, or 1 for the first layer on static
-    images and for every layer of the ANN twin); MAC rows are charged e_mac · macs · passes.
+    Returns totals (energy_mj, energy_mj_sparse, energy_mj_effective, energy_mj_opcounter and its relative
+    difference, macs, sops, effective_acs, effective_macs, mean_input_spike_rate) and `layers`, a per-layer
+    table. `macs` is per image per time step; `passes` is how many times per image the layer ran (T, or 1
+    for the first layer on static images and for every layer of the ANN twin); MAC rows are charged
+    e_mac · macs · passes. `effective_ops` is per image over all passes, charged e_ac where the layer's
+    input is spikes in an SNN (`effective_kind` "AC"), else e_mac ("MAC").
     """
     batch = inputs.shape[1] if inputs.dim() == 5 else inputs.shape[0]
     was_training = model.training
     model.eval()
-    probe = _LayerProbe(model)
+    probe = _LayerProbe(model, effective=True)
     try:
         model(inputs)
     finally:
         functional.reset_net(model)
         probe.remove()
     kept = _kept_fractions(model)
+    table = table or MEMORY_AWARE_TABLE
     layers = []
     for index, (name, entry) in enumerate(sorted(probe.stats.items(), key=lambda item: item[1]["order"])):
         first = index == 0
@@ -143,6 +188,12 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
             sops = rate * T * macs
             row.update(firing_rate=rate, sops=sops, energy_pj=e_ac_pj * sops)
         row["energy_pj_sparse"] = row["energy_pj"] * keep
+        accumulates = spiking and not first and entry["binary"]
+        row.update(effective_ops=entry["effective"] / batch, effective_kind="AC" if accumulates else "MAC")
+        row["energy_pj_effective"] = (e_ac_pj if accumulates else e_mac_pj) * row["effective_ops"]
+        row.update(memory_aware_terms(entry, batch, passes, accumulates, T, table))
+        if spiking:  # the same layer in the equal-architecture ANN: formal, one pass
+            row["formal_twin_pj"] = memory_aware_terms(entry, batch, 1, False, 1, table)["memory_aware_pj"]
         layers.append(row)
     totals = {
         "spiking": spiking,
@@ -152,6 +203,10 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         "mean_input_spike_rate": _mean_input_spike_rate(layers) if spiking else None,
         "energy_mj": sum(r["energy_pj"] for r in layers) / PJ_PER_MJ,
         "energy_mj_sparse": sum(r["energy_pj_sparse"] for r in layers) / PJ_PER_MJ,
+        "effective_acs": sum(r["effective_ops"] for r in layers if r["effective_kind"] == "AC"),
+        "effective_macs": sum(r["effective_ops"] for r in layers if r["effective_kind"] == "MAC"),
+        "energy_mj_effective": sum(r["energy_pj_effective"] for r in layers) / PJ_PER_MJ,
+        **memory_aware_totals(layers, spiking),
         "e_mac_pj": e_mac_pj,
         "e_ac_pj": e_ac_pj,
     }
@@ -161,6 +216,64 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
             totals["energy_mj"]
     model.train(was_training)
     return {**totals, "layers": layers}
+
+
+def sram_pj(table: dict, elements: int, bits: int) -> float:
+    """Energy of one access to a memory holding `elements` values of `bits` bits."""
+    return table["sram_pj_per_bit"] * elements * bits + table["sram_pj_base"]
+
+
+def memory_aware_terms(entry: dict, batch: int, passes: int, accumulates: bool, T: int, table: dict) -> dict:
+    """One layer's operations and memory accesses per image (after Lemaire et al. 2022), in pJ.
+
+    A spiking layer (input spikes, event-driven): each effective synaptic event (a spike meeting a
+    non-zero weight) is an add, a weight read, and a read and a write of the target's membrane potential;
+    every neuron at every step decays (a multiply-add: LIF), is compared with its threshold (an add) and
+    has its potential read and written once more; each input spike is written by its producer and read
+    here. Resets and spike addressing are not counted. Its rate-dependent part (events and spikes) is kept
+    apart (`memory_aware_pj_rate`), for the break-even spike rate.
+    A formal layer (ANN, the SNN's first layer on pixels, a spiking layer fed real values): every MAC is a
+    multiply-add and a weight read, every MAC of a conv (every input of a linear layer) an input read, every
+    output a write."""
+    weight = sram_pj(table, entry["weights"], table["weight_bits"])
+    if accumulates:
+        events = entry["effective"] / batch
+        spikes = entry["sum"] / batch
+        neuron_steps = T * entry["outputs"]
+        potential = sram_pj(table, entry["outputs"], table["potential_bits"])
+        spike = sram_pj(table, entry["inputs"], table["spike_bits"])
+        ops_rate = table["add_pj"] * events
+        mem_rate = (weight + 2 * potential) * events + 2 * spike * spikes
+        ops_fixed = (table["mul_pj"] + 2 * table["add_pj"]) * neuron_steps
+        mem_fixed = 2 * potential * neuron_steps
+    else:
+        macs = entry["macs"] * passes
+        activation = sram_pj(table, entry["inputs"], table["activation_bits"])
+        output = sram_pj(table, entry["outputs"], table["activation_bits"])
+        reads = macs if entry["conv"] else entry["inputs"] * passes
+        ops_rate = mem_rate = 0.0
+        ops_fixed = (table["mul_pj"] + table["add_pj"]) * macs
+        mem_fixed = weight * macs + activation * reads + output * entry["outputs"] * passes
+    return {"memory_aware_ops_pj": ops_rate + ops_fixed, "memory_aware_memory_pj": mem_rate + mem_fixed,
+            "memory_aware_pj": ops_rate + ops_fixed + mem_rate + mem_fixed, "memory_aware_pj_rate": ops_rate + mem_rate}
+
+
+def memory_aware_totals(layers: list[dict], spiking: bool) -> dict:
+    """energy_mj_memory_aware; for an SNN also its equal-architecture ANN under the same model (every layer
+    run once as a formal layer) and the break-even spike rate: with every layer's input spike rate scaled by
+    one factor, E_SNN is affine in it (fixed + rate part); the mean input spike rate at which E_SNN equals
+    the ANN's (None where even silent, the SNN costs more: its per-step neuron updates alone exceed it)."""
+    total = sum(r["memory_aware_pj"] for r in layers)
+    result = {"energy_mj_memory_aware": total / PJ_PER_MJ}
+    if not spiking:
+        return result
+    ann = sum(r["formal_twin_pj"] for r in layers)
+    rate_part = sum(r["memory_aware_pj_rate"] for r in layers)
+    rate = _mean_input_spike_rate(layers)
+    scale = (ann - (total - rate_part)) / rate_part if rate_part > 0 else None
+    result.update(energy_mj_memory_aware_ann=ann / PJ_PER_MJ,
+                  break_even_spike_rate=rate * scale if rate is not None and scale is not None and scale > 0 else None)
+    return result
 
 
 def _mean_input_spike_rate(layers: list[dict]) -> float | None:

@@ -21,6 +21,7 @@ from slt.config import TRANSFORMERS, TrainConfig
 from slt.data import Dataset, DatasetInfo, Split, load_dataset
 from slt.data.pipeline import BatchPipeline, iterate_batches
 from slt.energy import measure_energy
+from slt.energy_table import load_energy_table
 from slt.firing import FiringRates
 from slt.models import build_model, count_parameters
 from slt.models.neurons import LIF, set_neuron_backend
@@ -346,6 +347,7 @@ class TrainingRun:
         """Energy per image (slt.energy.measure_energy) on the first `batch` validation images (a Pareto
         search reads it, so it is measured where searchers may look)."""
         inputs = self.pipeline(self.val_split.inputs[:batch], augment=False)
+        constants.setdefault("table", load_energy_table(self.cfg.energy_table))
         return measure_energy(self.model, inputs, spiking=self.cfg.spiking, T=self.cfg.time_steps, **constants)
 
     def state_dict(self) -> dict:

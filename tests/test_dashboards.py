@@ -1,6 +1,7 @@
 """Dashboards on runs created in a temporary MLflow store: Pareto front, CSV export, errors."""
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -192,3 +193,34 @@ def test_dashboard_optuna_refuses_unknown_study_in_one_line(tmp_path, capsys):
     code = main(["dashboard", "optuna", "--study", "nope", "--storage", storage])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("slt: error: study: no study 'nope'") and "decay_rate-demo-1" in err
+
+
+def test_a_sweeps_own_objectives_rank_its_report_front_and_a_leftover_partial_report_is_redone(tmp_path):
+    from dashboards.report import partial_dir, write_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("effective", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="pareto-demo",
+                               tags={"objectives": "val_accuracy:max,energy_mj_effective:min"}).info.run_id
+    # (val_accuracy, energy_mj, energy_mj_effective): by energy_mj the front is A, B; by effective ops A, C
+    for name, (accuracy, paper, effective) in {"A": (0.8, 0.010, 0.002), "B": (0.7, 0.005, 0.004),
+                                               "C": (0.6, 0.008, 0.001)}.items():
+        run = client.create_run(experiment, run_name=name, tags={
+            "mlflow.parentRunId": parent, "trial_id": name, "status": "finished", "full_budget": "true",
+            "early_stopped": "false"}).info.run_id
+        client.log_param(run, "method", "mpslt")
+        for metric, value in (("val_accuracy", accuracy), ("test_accuracy", accuracy), ("energy_mj", paper),
+                              ("energy_mj_effective", effective)):
+            client.log_metric(run, metric, value)
+        client.set_terminated(run, "FINISHED")
+    out = tmp_path / "report"
+    leftover = partial_dir(out)
+    leftover.mkdir()
+    (leftover / "index.html").write_text("half written")  # what a writer killed half-way left
+    report = write_report("effective", uri, out, parent)
+    pareto = pd.read_csv(out / "pareto.csv").set_index("trial_id")
+    assert pareto["is_pareto"].to_dict() == {"A": True, "B": False, "C": True}
+    assert "val_accuracy:max,energy_mj_effective:min" in (out / "index.html").read_text()
+    assert not leftover.exists() and report["index"] == out / "index.html"
+    assert all(Path(f["png"]).parent == out for f in report["figures"])

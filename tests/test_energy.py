@@ -78,6 +78,86 @@ def test_event_input_charges_the_first_layer_once_per_frame():
     assert report["opcounter_relative_difference"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_effective_operations_skip_zero_inputs_and_zero_weights_by_hand():
+    model = ForcedSpikes()
+    with torch.no_grad():
+        model.fc1.weight.fill_(0.5)
+        model.fc2.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))  # one non-zero weight per input
+    report = measure_energy(model, torch.tensor([[1.0, 0.0, 2.0, 3.0]]), spiking=True, T=T)
+    first, second = report["layers"]
+    # fc1: 3 non-zero pixels x 3 outputs = 9 MACs (of 12); fc2: t0 spikes on inputs 0, 2 -> 1 + 1, t1 on input 2
+    # -> 1: 3 accumulates, where the paper convention charges 0.5 x 2 x 6 = 6 SOPs
+    assert (first["effective_ops"], first["effective_kind"]) == (9, "MAC")
+    assert (second["effective_ops"], second["effective_kind"], second["sops"]) == (3, "AC", 6)
+    assert second["energy_pj_effective"] == pytest.approx(0.9 * 3)
+    assert (report["effective_macs"], report["effective_acs"]) == (9, 3)
+    assert report["energy_mj_effective"] == pytest.approx((4.6 * 9 + 0.9 * 3) * 1e-9)
+    assert report["energy_mj"] == pytest.approx((4.6 * 12 + 0.9 * 6) * 1e-9)  # the paper's figure, unchanged
+
+
+def test_memory_aware_energy_and_break_even_rate_by_hand():
+    model = ForcedSpikes()
+    with torch.no_grad():
+        model.fc2.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))  # 3 synaptic events (see above)
+    table = {"add_pj": 1.0, "mul_pj": 10.0, "sram_pj_per_bit": 0.0, "sram_pj_base": 100.0, "weight_bits": 32,
+             "potential_bits": 32, "activation_bits": 32, "spike_bits": 1}  # every memory access 100 pJ
+    report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T, table=table)
+    first, second = report["layers"]
+    # fc1, formal on pixels: 12 multiply-adds (11 pJ each); 12 weight reads, 4 input reads, 3 output writes
+    assert (first["memory_aware_ops_pj"], first["memory_aware_memory_pj"]) == (132, 1900)
+    # fc2, on spikes: 3 events x (an add; a weight read, a potential read and write) + 3 spikes x (written,
+    # read) + 2 steps x 2 neurons x (a decay multiply-add, a threshold add; a potential read and write)
+    assert second["memory_aware_ops_pj"] == 3 * 1 + 4 * (10 + 2)
+    assert second["memory_aware_memory_pj"] == 3 * 300 + 3 * 200 + 4 * 200
+    assert second["memory_aware_pj_rate"] == 3 + 1500
+    assert report["energy_mj_memory_aware"] == pytest.approx((2032 + 2351) * 1e-9)
+    # the equal-architecture ANN: fc1 as before, fc2 formal once: 66 + 6 weight + 3 input reads + 2 writes
+    assert report["energy_mj_memory_aware_ann"] == pytest.approx((2032 + 66 + 1100) * 1e-9)
+    # E_SNN(s) = 2880 + 1503 s pJ with every input spike rate scaled by s; equal to 3198 at s = 318 / 1503,
+    # a mean input spike rate of 0.5 s
+    assert report["break_even_spike_rate"] == pytest.approx(0.5 * 318 / 1503)
+
+
+def test_no_break_even_rate_where_even_a_silent_snn_costs_more_than_its_ann():
+    table = {"add_pj": 1.0, "mul_pj": 1000.0, "sram_pj_per_bit": 0.0, "sram_pj_base": 1.0, "weight_bits": 32,
+             "potential_bits": 32, "activation_bits": 32, "spike_bits": 1}  # multiplies cost a fortune
+    # at T = 8, fc2's 2 neurons decay 16 times (16 multiplies) where the ANN's fc2 does 6 MACs: even silent, the
+    # SNN costs more
+    report = measure_energy(ForcedSpikes(), torch.randn(1, 4), spiking=True, T=8, table=table)
+    assert report["break_even_spike_rate"] is None and report["energy_mj_memory_aware_ann"] > 0
+
+
+def test_effective_operations_of_a_ticket_count_only_its_kept_weights():
+    torch.manual_seed(0)
+    model = make_ticket(ForcedSpikes(), "biprop", 0.5, only="fc2")
+    kept = (model.fc2.effective_weight() != 0).float()  # 3 of the 6 weights
+    report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T)
+    by_hand = float((SPIKES @ kept.T).sum())  # per time step: spikes x kept weights of their input column
+    assert kept.sum() == 3 and report["layers"][1]["effective_ops"] == by_hand
+    assert report["layers"][1]["energy_pj_effective"] == pytest.approx(0.9 * by_hand)
+
+
+def test_effective_accumulates_of_a_dense_snn_equal_opcounters_synops():
+    # op_counter counts a spike's accumulates exactly (valid kernel positions x outputs, zero weights not
+    # skipped): with dense weights, which have no zero, that is our effective count of every spiking layer
+    torch.manual_seed(0)
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=True, T=4, width=0.25)
+    report = measure_energy(model, torch.randn(4, 3, 32, 32) * 3, spiking=True, T=4)
+    assert [r["effective_kind"] for r in report["layers"]] == ["MAC"] + ["AC"] * (len(report["layers"]) - 1)
+    assert report["effective_acs"] == report["opcounter_synops"]
+    assert report["effective_acs"] < report["sops"]  # zero padding: the convention's rate x T x MACs counts more
+    assert report["layers"][0]["effective_ops"] < report["layers"][0]["macs"]  # padding positions skipped
+
+
+def test_effective_macs_of_an_ann_skip_relu_zeros():
+    torch.manual_seed(0)
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=False, width=0.25)
+    report = measure_energy(model, torch.randn(2, 3, 32, 32), spiking=False, T=1)
+    layers = report["layers"]
+    assert all(r["effective_kind"] == "MAC" and 0 < r["effective_ops"] <= r["macs"] for r in layers)
+    assert report["effective_acs"] == 0 and report["energy_mj_effective"] < 0.7 * report["energy_mj"]
+
+
 def test_sparsity_aware_energy_scales_each_layer_by_its_kept_fraction():
     model = make_ticket(ForcedSpikes(), "biprop", 0.5, only="fc2")
     report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T)
@@ -152,7 +232,8 @@ def test_slt_energy_cli_for_every_model_and_method(capsys, model, method):
     assert main(["energy", "--model", model, "--method", method, "--dataset", "digits", "--image-size", "16",
                  *SIZE[model], "--T", "2", "--batch", "8", "--subset", "16"]) == 0
     totals = json.loads(capsys.readouterr().out.splitlines()[-1])
-    for key in ("energy_mj", "energy_mj_sparse", "energy_mj_opcounter", "macs", "sops", "mean_input_spike_rate"):
+    for key in ("energy_mj", "energy_mj_sparse", "energy_mj_effective", "energy_mj_memory_aware", "energy_mj_opcounter",
+                "macs", "sops", "effective_acs", "effective_macs", "mean_input_spike_rate", "break_even_spike_rate"):
         assert key in totals
     assert totals["energy_mj"] > 0 and totals["macs"] > 0
     if METHODS[method].spiking:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.figures import (Baseline, Curve, Front, Heatmap, Optimum, Points, curve_data, figure_specs,
+from dashboards.figures import (Bars, Baseline, Curve, Front, Heatmap, Optimum, Points, curve_data, figure_specs,
                                 heatmap_data, write_figures)
 from dashboards.pareto import pareto_table
 from runrecord import comparable
@@ -173,6 +173,31 @@ def test_pareto_scatter_draws_the_full_budget_front_and_stopped_runs_apart():
     loose = pareto_table(runs, [("val_accuracy", "max"), ("energy_mj", "min")], include_early_stopped=True)
     assert 0.001 not in layers(spec_named(figure_specs(runs, loose), "pareto_accuracy_energy"), Front)[0].x
     assert "pareto_accuracy_energy" not in [s.name for s in figure_specs(runs, None)]
+
+
+def test_energy_models_figure_compares_every_estimate_per_method_at_the_p_nearest_half(tmp_path):
+    rows = [{"method": "ann", "p": None, "energy_mj": 0.7, "energy_mj_effective": 0.35, "energy_mj_memory_aware": 19.0},
+            {"method": "snn", "p": None, "seed": 0, "energy_mj": 0.1, "energy_mj_effective": 0.08,
+             "energy_mj_memory_aware": 5.0},
+            {"method": "snn", "p": None, "seed": 1, "energy_mj": 0.2, "energy_mj_effective": 0.1,
+             "energy_mj_memory_aware": 6.0}]
+    rows += [{"method": "mpslt", "p": p, "energy_mj": p, "energy_mj_effective": p / 4, "energy_mj_memory_aware": 4.0}
+             for p in (0.3, 0.5, 0.7)]
+    rows.append(stopped({"method": "mpslt", "p": 0.5, "energy_mj": 9.0, "energy_mj_effective": 9.0,
+                         "energy_mj_memory_aware": 9.0}))  # a partial budget: not compared
+    spec = spec_named(figure_specs(runs_table(rows), None), "energy_models")
+    (bars,) = layers(spec, Bars)
+    assert bars.categories == ["ann", "snn", "mpslt p=0.5"] and bars.log
+    by_label = {label: (mean, std, n) for label, _, mean, std, n in bars.series}
+    assert list(by_label) == ["paper convention (dense connectivity)", "effective operations",
+                              "memory-aware (Lemaire et al.)"]
+    mean, std, n = by_label["paper convention (dense connectivity)"]
+    assert mean.tolist() == pytest.approx([0.7, 0.15, 0.5]) and n.tolist() == [1, 2, 1]
+    assert std[1] == pytest.approx(np.std([0.1, 0.2], ddof=1))
+    assert by_label["effective operations"][0].tolist() == pytest.approx([0.35, 0.09, 0.125])
+    written = {f["name"] for f in write_figures(runs_table(rows), None, tmp_path)}
+    assert "energy_models" in written and (tmp_path / "energy_models.png").read_bytes().startswith(PNG_MAGIC)
+    assert "energy_models" not in {s.name for s in figure_specs(runs_table([{"energy_mj": 0.1}]), None)}
 
 
 def test_nothing_varies_no_figures(tmp_path):

@@ -46,7 +46,10 @@ def test_full_budget_end_tags_and_comparable_runs():
 def test_epoch_metrics_take_slts_names_and_say_when_the_budget_is_full():
     entry = {"epoch": 2, "phase": "search", "lr": 0.1, "test_accuracy": 0.4, "test_loss": 1.2, "train_accuracy": 0.5,
              "train_loss": 1.1, "mean_firing_rate": None, "firing_rates": {}, "epoch_time_s": 3.0}
-    values = runrecord.epoch_metrics(entry, 2, {"energy_mj": 0.2, "energy_mj_sparse": 0.1}, 0.5)
+    energy = {"energy_mj": 0.2, "energy_mj_sparse": 0.1, "energy_mj_effective": 0.05, "energy_mj_memory_aware": 3.0,
+              "break_even_spike_rate": None, "mean_input_spike_rate": 0.25, "macs": 7}  # None (an ANN's): not logged
+    values = runrecord.epoch_metrics(entry, 2, energy, 0.5)
     assert values == {"epoch": 2, "phase": "search", "test_accuracy": 0.4, "test_loss": 1.2, "train_accuracy": 0.5,
                       "train_loss": 1.1, "mean_firing_rate": 0.0, "epoch_time_s": 3.0, "pruned_fraction": 0.5,
-                      "full_budget": True, "energy_mj": 0.2, "energy_mj_sparse": 0.1}
+                      "full_budget": True, "energy_mj": 0.2, "energy_mj_sparse": 0.1, "energy_mj_effective": 0.05,
+                      "energy_mj_memory_aware": 3.0, "mean_input_spike_rate": 0.25}

@@ -107,21 +107,24 @@ def test_ctrl_c_stops_gracefully_prints_the_resume_command_and_resume_loses_noth
     os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
     _, err = driver.communicate(timeout=180)
     assert driver.returncode == 130, err[-3000:]
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("Continue with: ")
-    assert err.strip().endswith("--resume")
+    resume = [line for line in err.splitlines() if line.startswith("Continue with: ")]
+    assert "Traceback" not in err and len(resume) == 1 and resume[0].endswith("--resume"), err[-3000:]
     client, parents, kids = children(tmp_path)
     assert parents[0].info.status == "KILLED" and "interrupted" in parents[0].data.tags["reason"]
     stopped = [k for k in kids if k.info.status != "FINISHED"]
     assert stopped and all(k.info.status == "KILLED" and k.data.tags["status"] == "interrupted" for k in stopped)
 
-    # a second Ctrl-C stops at once
+    # a second Ctrl-C: at once if Tune is still stopping, else during the shutdown; quiet either way
+    # (which of the two it meets is a race; tests/test_space.py checks the handler's logic exactly)
     driver = start(tmp_path, *settings, "--resume", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: running_with_epochs(tmp_path, 3), 300, "a resumed trial's next epoch")
     os.killpg(driver.pid, signal.SIGINT)
-    time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGINT)
+    time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGINT)
     _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130 and "stopped at once" in err, err[-3000:]
+    assert driver.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert "stopped at once" in err or "Continue with: " in err
     with suppress(ProcessLookupError):  # what Ray left of that group
         os.killpg(driver.pid, signal.SIGKILL)
 

@@ -154,3 +154,27 @@ def test_a_place_that_cannot_be_written_is_refused_in_one_line_before_ray_starts
     assert ("has 1.0 MiB free; a sweep needs at least 64 MiB" in err) if place == "full" else ("cannot write to" in err)
     assert not list(tmp_path.glob("results/decay_rate-*"))  # no sweep folder, no parent run: Ray never started
     assert not (tmp_path / "mlflow.db").exists()  # nor a tracking database
+
+
+def test_first_ctrl_c_asks_tune_to_stop_and_a_second_stops_at_once(capsys):
+    import signal
+
+    from sweep.engine import graceful_interrupt
+
+    asked = []
+    previous_usr1 = signal.getsignal(signal.SIGUSR1)
+    try:
+        with graceful_interrupt() as interrupt:
+            with pytest.raises(KeyboardInterrupt):  # before Tune listens (no SIGUSR1 handler): at once
+                signal.raise_signal(signal.SIGINT)
+            assert not interrupt.requested
+            signal.signal(signal.SIGUSR1, lambda *_: asked.append("stop"))  # what tune.run installs
+            signal.raise_signal(signal.SIGINT)
+            assert interrupt.requested and asked == ["stop"]
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+            assert asked == ["stop"]
+    finally:
+        signal.signal(signal.SIGUSR1, previous_usr1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert "Ctrl-C again stops at once" in capsys.readouterr().err
