@@ -339,7 +339,26 @@ def _energy_models_spec(runs: pd.DataFrame) -> Spec | None:
                 "method", ENERGY + ", log scale", [Bars(list(table.index), series, log=True)])
 
 
-def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:
+LAYER_ESTIMATES = {"energy_pj": "paper convention", "energy_pj_effective": "effective operations",
+                   "memory_aware_pj": "memory-aware"}
+
+
+def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | None:
+    """Energy per layer of one trial (the best on validation) under each estimate its table holds."""
+    if layers is None or not layers[1]:
+        return None
+    best, rows = layers
+    present = [key for key in LAYER_ESTIMATES if all(key in row for row in rows)]
+    names = [row["layer"] for row in rows]
+    series = [(LAYER_ESTIMATES[key], PALETTE[i], np.array([row[key] * 1e-9 for row in rows], float),
+               np.full(len(rows), np.nan), np.ones(len(rows), int)) for i, key in enumerate(present)]
+    who = f"{best.get('method', '')} trial {best.get('trial_id', '')}"
+    return Spec("energy_layers", f"Energy per layer of the trial best on validation ({who})", "layer",
+                ENERGY + ", log scale", [Bars(names, series, log=True)])
+
+
+def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None,
+                 layers: tuple[pd.Series, list[dict]] | None = None) -> list[Spec]:
     """The figures the data supports, each as aggregated data ready to render. Trial order (the colour
     of sampled λ) is the order of trial ids, over every run including failed ones."""
     rows = comparable(runs)
@@ -347,7 +366,7 @@ def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None) -> list[Spec]:
     order = pd.Series(range(len(runs)), index=runs.sort_values("trial_id", kind="stable").index
                       if "trial_id" in runs else runs.index)
     specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
-    specs += _balance_specs(rows) + [_pareto_spec(pareto), _energy_models_spec(runs)]
+    specs += _balance_specs(rows) + [_pareto_spec(pareto), _energy_models_spec(runs), _energy_layers_spec(layers)]
     return [spec for spec in specs if spec is not None]
 
 
@@ -489,18 +508,20 @@ def _html(spec: Spec, path: Path) -> None:
     fig.write_html(path, include_plotlyjs=True, full_html=True)
 
 
-def write_figures(runs: pd.DataFrame, pareto: pd.DataFrame | None, out_dir: Path) -> list[dict]:
+def write_figures(runs: pd.DataFrame, pareto: pd.DataFrame | None, out_dir: Path,
+                  layers: tuple[pd.Series, list[dict]] | None = None) -> list[dict]:
     """Write every figure the data supports as NAME.png (matplotlib) and NAME.html (plotly, offline) into
     `out_dir` (created; existing files of the same names are replaced).
 
     `runs`: dashboards.runs.load_runs's table; `pareto`: dashboards.pareto.pareto_table's, or None.
     Returns one {"name", "title", "png", "html"} per figure, in a fixed order: accuracy vs p, q, T, λ,
-    the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter, the energy estimates per method.
+    the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter, the energy estimates per method, and
+    with `layers` (dashboards.runs.energy_layers) the per-layer energy of the trial best on validation.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for spec in figure_specs(runs, pareto):
+    for spec in figure_specs(runs, pareto, layers):
         png, html = out_dir / f"{spec.name}.png", out_dir / f"{spec.name}.html"
         _png(spec, png)
         _html(spec, html)

@@ -11,7 +11,7 @@ from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
 from dashboards.figures import write_figures
 from dashboards.pareto import pareto_table
-from dashboards.runs import load_runs
+from dashboards.runs import energy_layers, load_runs
 from dashboards.tables import write_tables
 from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
 from slt.errors import InputError
@@ -39,7 +39,7 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    written = _write_files(experiment, parent, runs, work)
+    written = _write_files(experiment, tracking_uri, parent, runs, work)
     if log_to_mlflow:
         MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(work), artifact_path="report")
     if out.exists():
@@ -60,7 +60,7 @@ def front_objectives(parent) -> list[tuple[str, str]]:
     return pairs if len(pairs) >= 2 else list(PARETO_OBJECTIVES)
 
 
-def _write_files(experiment: str, parent, runs, out: Path) -> dict:
+def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) -> dict:
     """Every file of the report into `out`: runs and Pareto CSVs, figures, tables, claims, index.html."""
     runs.to_csv(out / "runs.csv", index=False)
     pareto = None
@@ -68,7 +68,7 @@ def _write_files(experiment: str, parent, runs, out: Path) -> dict:
     if all(name in runs.columns for name, _ in objectives):
         pareto = pareto_table(runs, objectives)
         pareto.to_csv(out / "pareto.csv", index=False)
-    figures = write_figures(runs, pareto, out)
+    figures = write_figures(runs, pareto, out, energy_layers(tracking_uri, runs))
     tables = write_tables(runs, out)
     claims = claim_table(runs)
     if not claims.empty:

@@ -65,3 +65,23 @@ def load_runs(experiment: str, tracking_uri: str, parent_run_id: str | None = No
     for tag in BOOLEAN_TAGS:
         frame[tag] = frame[tag].map({"true": True, "false": False}).fillna(False).astype(bool)
     return frame.sort_values(TRIAL_TAG, ignore_index=True), parent
+
+
+def energy_layers(tracking_uri: str, runs: pd.DataFrame) -> tuple[pd.Series, list[dict]] | None:
+    """The per-layer energy table (the trial's energy_layers.json artifact) of the full-budget trial best on
+    validation accuracy, with its row of `runs`; None where no such trial or table exists."""
+    import json
+    import tempfile
+
+    from runrecord import ENERGY_TABLE_FILE, VAL_ACCURACY, comparable
+
+    done = comparable(runs, (VAL_ACCURACY,))
+    if done.empty:
+        return None
+    best = done.loc[done[VAL_ACCURACY].idxmax()]
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = MlflowClient(tracking_uri).download_artifacts(best["run_id"], ENERGY_TABLE_FILE, scratch)
+            return best, json.loads(open(path).read())
+        except Exception:  # noqa: BLE001 (no artifact: a run recorded without it, or an unreachable store)
+            return None

@@ -200,6 +200,21 @@ def test_energy_models_figure_compares_every_estimate_per_method_at_the_p_neares
     assert "energy_models" not in {s.name for s in figure_specs(runs_table([{"energy_mj": 0.1}]), None)}
 
 
+def test_energy_layers_figure_draws_each_estimate_per_layer_of_the_given_trial():
+    rows = [{"layer": "stem.0", "energy_pj": 100.0, "energy_pj_effective": 50.0, "memory_aware_pj": 900.0},
+            {"layer": "fc", "energy_pj": 10.0, "energy_pj_effective": 2.0, "memory_aware_pj": 80.0}]
+    best = pd.Series({"method": "mpslt", "trial_id": "t007"})
+    spec = spec_named(figure_specs(runs_table([{}]), None, (best, rows)), "energy_layers")
+    (bars,) = layers(spec, Bars)
+    assert bars.categories == ["stem.0", "fc"] and "mpslt trial t007" in spec.title
+    assert [label for label, *_ in bars.series] == ["paper convention", "effective operations", "memory-aware"]
+    means = np.array([mean for _, _, mean, _, _ in bars.series])
+    assert means.ravel().tolist() == pytest.approx([100e-9, 10e-9, 50e-9, 2e-9, 900e-9, 80e-9])  # pJ -> mJ
+    old = [{"layer": "stem.0", "energy_pj": 100.0}]  # a table recorded before the new estimates: what it has
+    spec = spec_named(figure_specs(runs_table([{}]), None, (best, old)), "energy_layers")
+    assert [label for label, *_ in layers(spec, Bars)[0].series] == ["paper convention"]
+
+
 def test_nothing_varies_no_figures(tmp_path):
     runs = runs_table([{"seed": s, "test_accuracy": 0.8} for s in range(3)])
     assert write_figures(runs, None, tmp_path / "figs") == []

@@ -205,4 +205,4 @@ def test_pareto_sweep_on_effective_energy_ranks_its_front_on_that_estimate(tmp_p
         dominated = ((accuracy >= row["val_accuracy"]) & (energy <= row["energy_mj_effective"])
                      & ((accuracy > row["val_accuracy"]) | (energy < row["energy_mj_effective"])))
         assert bool(row["is_pareto"]) == (not dominated.any() and pd.isna(row["duplicate_of"]))
-    assert len(front) >= 1 and "energy_models.png" in {p.name for p in report.iterdir()}
+    assert len(front) >= 1 and {"energy_models.png", "energy_layers.png"} <= {p.name for p in report.iterdir()}
