@@ -205,9 +205,14 @@ def cmd_energy(args: argparse.Namespace) -> int:
                    "effective_ops", "effective_kind", "energy_pj_effective", "memory_aware_ops_pj",
                    "memory_aware_memory_pj", "memory_aware_pj")
         print("\t".join(columns))
-        for row in report["layers"]:
-            print("\t".join("-" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))
-                            for c in columns))
+        for table, names in ((report["layers"], columns),
+                             (report["neurons"], ("layer", "neuron_steps", "memory_aware_ops_pj",
+                                                  "memory_aware_memory_pj", "memory_aware_pj"))):
+            if table and names is not columns:  # the LIF layers' own updates (memory-aware estimate)
+                print("\t".join(names))
+            for row in table:
+                print("\t".join("-" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]))
+                                for c in names))
     print(json.dumps(totals))
     return 0
 

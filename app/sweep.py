@@ -40,7 +40,14 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         return 1
     cli.summarise(space, results, record)
     if not args.no_report:
-        _report(space, record, Path(args.reports).resolve() / record["name"])
+        folder = Path(args.reports).resolve() / record["name"]
+        try:
+            _report(space, record, folder)
+        except Exception as err:  # the sweep is complete and recorded; only its report is missing
+            print(f"sweep: error: report: not written ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                  f"write it later with: slt report --experiment {space.name} --parent-run {record['parent_run_id']} "
+                  f"--tracking-uri {record['tracking_uri']} --out {folder}", file=sys.stderr)
+            return 1
     print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
     return 0
 

@@ -314,7 +314,9 @@ def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
     rows = comparable(runs, tuple(present))
     if rows.empty:
         return pd.DataFrame()
-    if "p" in rows:
+    if "p" in rows:  # every run records p (a default for dense methods): only tickets are told apart by it
+        dense = rows["method"].map(lambda m: m not in METHODS or METHODS[m].ticket is None)
+        rows = rows.assign(p=rows["p"].where(~dense))
         nearest = rows.groupby("method")["p"].transform(lambda p: p.iloc[(p - 0.5).abs().argsort().iloc[0]]
                                                         if p.notna().any() else np.nan)
         rows = rows[rows["p"].isna() | (rows["p"] == nearest)]

@@ -148,7 +148,8 @@ def final_record(run, energy: dict, wall_time_s: float | None = None) -> dict:
     """metrics.json of a finished run (a slt.train.TrainingRun): its config, summary, energy totals and
     per-layer table, timing and every epoch's metrics."""
     record = {"config": run.cfg.model_dump(), **run.summary(),
-              "energy": {k: v for k, v in energy.items() if k != "layers"}, "energy_layers": energy["layers"],
+              "energy": {k: v for k, v in energy.items() if k not in ("layers", "neurons")},
+              "energy_layers": energy["layers"], "energy_neurons": energy.get("neurons", []),
               "macs": energy["macs"], "history": run.history}
     if wall_time_s is not None:
         record["wall_time_s"] = wall_time_s

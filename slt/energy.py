@@ -52,6 +52,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCou
 from torch import nn
 
 from slt.energy_table import MEMORY_AWARE_TABLE
+from slt.models.neurons import LIF
 from slt.models.spikformer import MatMul
 from slt.tickets import ticket_layers
 from slt.tickets.supermask import TicketLayer
@@ -167,13 +168,24 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
     was_training = model.training
     model.eval()
     probe = _LayerProbe(model, effective=True)
+    steps: dict[str, list[int]] = {}  # LIF layer -> [neuron-steps over the batch, neurons per step]
+
+    def count(name):
+        def hook(module, args, out):  # out is [T*B, ...]: every element is one neuron at one step
+            steps.setdefault(name, [0, out.numel() // out.shape[0]])[0] += out.numel()
+        return hook
+
+    lif_hooks = [m.register_forward_hook(count(name)) for name, m in model.named_modules() if isinstance(m, LIF)]
     try:
         model(inputs)
     finally:
         functional.reset_net(model)
         probe.remove()
+        for handle in lif_hooks:
+            handle.remove()
     kept = _kept_fractions(model)
     table = table or MEMORY_AWARE_TABLE
+    neurons = [neuron_terms(name, total / batch, per_step, table) for name, (total, per_step) in steps.items()]
     layers = []
     for index, (name, entry) in enumerate(sorted(probe.stats.items(), key=lambda item: item[1]["order"])):
         first = index == 0
@@ -206,7 +218,7 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         "effective_acs": sum(r["effective_ops"] for r in layers if r["effective_kind"] == "AC"),
         "effective_macs": sum(r["effective_ops"] for r in layers if r["effective_kind"] == "MAC"),
         "energy_mj_effective": sum(r["energy_pj_effective"] for r in layers) / PJ_PER_MJ,
-        **memory_aware_totals(layers, spiking),
+        **memory_aware_totals(layers, neurons, spiking),
         "e_mac_pj": e_mac_pj,
         "e_ac_pj": e_ac_pj,
     }
@@ -215,7 +227,7 @@ def measure_energy(model: nn.Module, inputs: torch.Tensor, *, spiking: bool, T: 
         totals["opcounter_relative_difference"] = (totals["energy_mj_opcounter"] - totals["energy_mj"]) / \
             totals["energy_mj"]
     model.train(was_training)
-    return {**totals, "layers": layers}
+    return {**totals, "layers": layers, "neurons": neurons}
 
 
 def sram_pj(table: dict, elements: int, bits: int) -> float:
@@ -228,10 +240,9 @@ def memory_aware_terms(entry: dict, batch: int, passes: int, accumulates: bool, 
 
     A spiking layer (input spikes, event-driven): each effective synaptic event (a spike meeting a
     non-zero weight) is an add, a weight read, and a read and a write of the target's membrane potential;
-    every neuron at every step decays (a multiply-add: LIF), is compared with its threshold (an add) and
-    has its potential read and written once more; each input spike is written by its producer and read
-    here. Resets and spike addressing are not counted. Its rate-dependent part (events and spikes) is kept
-    apart (`memory_aware_pj_rate`), for the break-even spike rate.
+    each input spike is written by its producer and read here (all of it rate-dependent:
+    `memory_aware_pj_rate`, for the break-even spike rate). The LIF neurons' own updates are charged to
+    the LIF layers (neuron_terms). Resets and spike addressing are not counted.
     A formal layer (ANN, the SNN's first layer on pixels, a spiking layer fed real values): every MAC is a
     multiply-add and a weight read, every MAC of a conv (every input of a linear layer) an input read, every
     output a write."""
@@ -239,13 +250,11 @@ def memory_aware_terms(entry: dict, batch: int, passes: int, accumulates: bool, 
     if accumulates:
         events = entry["effective"] / batch
         spikes = entry["sum"] / batch
-        neuron_steps = T * entry["outputs"]
         potential = sram_pj(table, entry["outputs"], table["potential_bits"])
         spike = sram_pj(table, entry["inputs"], table["spike_bits"])
         ops_rate = table["add_pj"] * events
         mem_rate = (weight + 2 * potential) * events + 2 * spike * spikes
-        ops_fixed = (table["mul_pj"] + 2 * table["add_pj"]) * neuron_steps
-        mem_fixed = 2 * potential * neuron_steps
+        ops_fixed = mem_fixed = 0.0
     else:
         macs = entry["macs"] * passes
         activation = sram_pj(table, entry["inputs"], table["activation_bits"])
@@ -258,12 +267,21 @@ def memory_aware_terms(entry: dict, batch: int, passes: int, accumulates: bool, 
             "memory_aware_pj": ops_rate + ops_fixed + mem_rate + mem_fixed, "memory_aware_pj_rate": ops_rate + mem_rate}
 
 
-def memory_aware_totals(layers: list[dict], spiking: bool) -> dict:
+def neuron_terms(name: str, steps: float, neurons: int, table: dict) -> dict:
+    """One LIF layer's updates per image: at each of its `steps` neuron-steps the potential decays (a
+    multiply-add), is compared with the threshold (an add), and is read and written (a memory of `neurons`)."""
+    potential = sram_pj(table, neurons, table["potential_bits"])
+    ops, memory = (table["mul_pj"] + 2 * table["add_pj"]) * steps, 2 * potential * steps
+    return {"layer": name, "neuron_steps": steps, "memory_aware_ops_pj": ops, "memory_aware_memory_pj": memory,
+            "memory_aware_pj": ops + memory}
+
+
+def memory_aware_totals(layers: list[dict], neurons: list[dict], spiking: bool) -> dict:
     """energy_mj_memory_aware; for an SNN also its equal-architecture ANN under the same model (every layer
     run once as a formal layer) and the break-even spike rate: with every layer's input spike rate scaled by
     one factor, E_SNN is affine in it (fixed + rate part); the mean input spike rate at which E_SNN equals
     the ANN's (None where even silent, the SNN costs more: its per-step neuron updates alone exceed it)."""
-    total = sum(r["memory_aware_pj"] for r in layers)
+    total = sum(r["memory_aware_pj"] for r in layers) + sum(n["memory_aware_pj"] for n in neurons)
     result = {"energy_mj_memory_aware": total / PJ_PER_MJ}
     if not spiking:
         return result

@@ -1,6 +1,7 @@
 """The constants of the memory-aware energy estimate (slt.energy), as data: the cited defaults and a reader
 for a YAML file that replaces some of them (the run field `energy_table`). Loads neither torch nor numpy."""
 
+import math
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,6 @@ def load_energy_table(path: str | None) -> dict:
     for key, value in given.items():
         if key not in MEMORY_AWARE_TABLE:
             raise ValueError(f"energy_table: unknown key {key!r} in {file}; allowed: {', '.join(MEMORY_AWARE_TABLE)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"energy_table: {key} = {value!r} in {file}; allowed: a number >= 0")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"energy_table: {key} = {value!r} in {file}; allowed: a finite number >= 0")
     return {**MEMORY_AWARE_TABLE, **given}

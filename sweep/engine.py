@@ -29,7 +29,7 @@ from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import OptunaStudyExport
-from sweep.tracking import (LOST_REASON, MlflowSweepCallback, check_reachable, close_running_children, deliver,
+from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, close_running_children, deliver,
                             experiment_id, find_parent_run, first_line, sweep_tags, write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
@@ -89,6 +89,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     sweep = check_inputs(space, info, options)
     open_parent_run(sweep)
     start_ray(options)
+    os.environ[OUTAGE_ENV] = str(options.tracking_outage_s)  # for the MLflow callback, restored or new
     tuner = build_or_restore_tuner(sweep)
     if options.resume:
         quiet_resume_noise()
@@ -160,15 +161,36 @@ def create_parent_run(sweep: Sweep, experiment: str) -> str:
     return parent.info.run_id
 
 
+def close_ended_trials(sweep: Sweep, results) -> None:
+    """Trials Tune has as ended whose child runs are still RUNNING (their end was held when a tracking
+    outage stopped the driver): end them now as the callback would have, from their last checkpoints."""
+    running = sweep.client.search_runs([sweep.record["experiment_id"]], max_results=10000, filter_string=(
+        f"tags.`{runrecord.PARENT_TAG}` = '{sweep.record['parent_run_id']}' and attributes.status = 'RUNNING'"))
+    open_ids = {run.data.tags.get(runrecord.TRIAL_TAG) for run in running}
+    callback = MlflowSweepCallback(sweep.tracking_uri, sweep.record["experiment_id"], sweep.record["parent_run_id"],
+                                   sweep_tags(sweep.record["name"], sweep.space.name, sweep.info))
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id not in open_ids:
+            continue
+        trial = SimpleNamespace(trial_id=trial_id, config=result.config)
+        if result.error:
+            tags, status = runrecord.end_tags("failed", False, first_line(result.error)), "FAILED"
+        else:
+            tags, status = runrecord.end_tags("finished", bool(result.metrics.get(runrecord.FULL_BUDGET_TAG))), "FINISHED"
+        callback.end_run(trial, result.checkpoint, tags, status, backfill=not result.error)
+
+
 def end_interrupted(sweep: Sweep) -> None:
     """After a Ctrl-C: the parent and the children of unfinished trials end KILLED, saying why (--resume
     marks them RUNNING again and goes on from the trials' last checkpoints)."""
     reason = "interrupted by the user (SIGINT); continue with --resume"
     parent_id = sweep.record["parent_run_id"]
     deliver(sweep.options.tracking_outage_s, lambda: close_running_children(
-        sweep.client, sweep.record["experiment_id"], parent_id, set(), "interrupted", reason))
+        sweep.client, sweep.record["experiment_id"], parent_id, set(), "interrupted", reason), sweep.tracking_uri)
     deliver(sweep.options.tracking_outage_s, lambda: (sweep.client.set_tag(parent_id, runrecord.REASON_TAG, reason),
-                                                      sweep.client.set_terminated(parent_id, "KILLED")))
+                                                      sweep.client.set_terminated(parent_id, "KILLED")),
+            sweep.tracking_uri)
 
 
 def quiet_resume_noise() -> None:
@@ -264,16 +286,19 @@ def build_or_restore_tuner(sweep: Sweep):
 
 
 def finish_sweep(sweep: Sweep, results, started: float, fit_seconds: float) -> dict:
-    """Close child runs Tune lost track of, log the sweep's totals on the parent and end it."""
-    parent_id, client = sweep.record["parent_run_id"], sweep.client
+    """Close the runs of trials that ended while their records could not be written (an earlier driver
+    stopped by a tracking outage), close child runs Tune lost track of, log the totals and end the parent."""
+    parent_id, client, limit, uri = (sweep.record["parent_run_id"], sweep.client, sweep.options.tracking_outage_s,
+                                     sweep.tracking_uri)
     known = {r.metrics.get("trial_id") for r in results}
-    deliver(sweep.options.tracking_outage_s, lambda: close_running_children(
-        client, sweep.record["experiment_id"], parent_id, known, "lost", LOST_REASON))
-    deliver(sweep.options.tracking_outage_s, lambda: client.log_batch(parent_id, metrics=[
+    deliver(limit, lambda: close_ended_trials(sweep, results), uri)
+    deliver(limit, lambda: close_running_children(
+        client, sweep.record["experiment_id"], parent_id, known, "lost", LOST_REASON), uri)
+    deliver(limit, lambda: client.log_batch(parent_id, metrics=[
         Metric("trials", len(results), int(time.time() * 1000), 0),
         Metric("failed_trials", sum(1 for r in results if r.error), int(time.time() * 1000), 0),
-        Metric("wall_time_s", time.perf_counter() - started, int(time.time() * 1000), 0)]))
-    deliver(sweep.options.tracking_outage_s, lambda: client.set_terminated(parent_id, "FINISHED"))
+        Metric("wall_time_s", time.perf_counter() - started, int(time.time() * 1000), 0)]), uri)
+    deliver(limit, lambda: client.set_terminated(parent_id, "FINISHED"), uri)
     return {**sweep.record, "sweep_dir": str(sweep.sweep_dir), "tracking_uri": sweep.tracking_uri,
             "optuna_storage": sweep.optuna_storage, "fit_seconds": fit_seconds}
 
@@ -298,10 +323,12 @@ def check_writable(field: str, folder: Path) -> None:
 
 
 def resolved_base(space: SearchSpace) -> dict:
-    """The base run config with a data directory made absolute (trials run in other working dirs)."""
+    """The base run config with its paths (data directory, energy table) made absolute (trials run in other
+    working dirs)."""
     base = dict(space.base)
-    if base.get("data_dir"):
-        base["data_dir"] = str(Path(base["data_dir"]).expanduser().resolve())
+    for name in ("data_dir", "energy_table"):
+        if base.get(name):
+            base[name] = str(Path(base[name]).expanduser().resolve())
     return base
 
 

@@ -28,6 +28,7 @@ from slt.errors import InputError
 logger = logging.getLogger(__name__)
 
 RETRY_EVERY_S = 5.0  # while MLflow does not answer, try the oldest held record again this often
+OUTAGE_ENV = "SLT_TRACKING_OUTAGE_S"  # the sweep's bound, set by the engine for the (maybe restored) callback
 
 
 class TrackingOutage(Exception):
@@ -41,6 +42,23 @@ class TrackingOutage(Exception):
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+_UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection reset", "Connection aborted",
+               "timed out", "Read timed out", "database is locked", "Failed to establish", "Remote end closed",
+               "status code 502", "status code 503", "status code 504")
+
+
+def unanswered(err: BaseException) -> bool:
+    """Whether an MLflow call failed because the store did not answer (down, unreachable, overloaded,
+    locked), as opposed to refusing the write (a bad request, a deleted run) or a bug in the caller."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConnectionError, TimeoutError)) or any(s in str(err) for s in _UNANSWERED):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def deliver(limit_s: float, action: Callable[[], object], uri: str = "MLflow") -> None:
@@ -76,7 +94,9 @@ class Outbox:
             self.last_try = time.monotonic()
             try:
                 self.pending[0]()
-            except Exception as err:  # connection refused, timeouts, a locked database: all mean "not now"
+            except Exception as err:
+                if not unanswered(err):  # a rejected write or a bug: say it now, never retry it for minutes
+                    raise
                 self.on_failure()
                 self._failed(err)
                 if not wait:
@@ -162,10 +182,15 @@ class MlflowSweepCallback(tune.Callback):
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients are not picklable
         return {**self.__dict__, "_client": None, "_outbox": None, "_runs": {}, "_steps": {}}
 
+    def __setstate__(self, state):  # Tuner.restore brings back the pickled callback, maybe an older version's
+        self.__dict__.update({"outage_limit_s": 600.0, **state, "_client": None, "_outbox": None})
+
     @property
     def outbox(self) -> Outbox:
         if self._outbox is None:
-            self._outbox = Outbox(self.tracking_uri, self.outage_limit_s)
+            # a resumed sweep runs the callback Tune pickled: --tracking-outage-s reaches it through OUTAGE_ENV
+            limit = float(os.environ.get(OUTAGE_ENV, self.outage_limit_s))
+            self._outbox = Outbox(self.tracking_uri, limit)
             # a write that failed may still have landed: read the logged epochs again before the next one
             self._outbox.on_failure = self._steps.clear
         return self._outbox
@@ -193,19 +218,21 @@ class MlflowSweepCallback(tune.Callback):
         existing = self.client.search_runs(
             [self.experiment], filter_string=f"tags.{TRIAL_TAG} = '{trial.trial_id}' and "
                                              f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", max_results=1)
+        params = make_config(**runrecord.run_fields(trial.config)).model_dump()  # every field, defaults included
         if existing:  # a resumed or restarted trial: its run goes on, and no longer says why it stopped
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             self.client.set_tag(run_id, runrecord.STATUS_TAG, "running")
             if runrecord.REASON_TAG in existing[0].data.tags:
                 self.client.delete_tag(run_id, runrecord.REASON_TAG)
+            logged = existing[0].data.params  # made, but its params never arrived (an outage in between)
         else:
-            params = make_config(**runrecord.run_fields(trial.config)).model_dump()  # every field, defaults included
             run = self.client.create_run(self.experiment, run_name=f"{trial.trial_id}", tags={
                 **self.tags, PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
                 runrecord.STATUS_TAG: "running",
                 "method": str(params.get("method", "")), "model": str(params.get("model", ""))})
-            run_id = run.info.run_id
+            run_id, logged = run.info.run_id, {}
+        if not logged:
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self._runs[trial.trial_id] = run_id
         return run_id
@@ -247,13 +274,15 @@ class MlflowSweepCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         full = bool((trial.last_result or {}).get(runrecord.FULL_BUDGET_TAG))
         checkpoint = trial.checkpoint
-        self._send(lambda: self._end(trial, checkpoint, runrecord.end_tags("finished", full), "FINISHED", backfill=True))
+        self._send(lambda: self.end_run(trial, checkpoint, runrecord.end_tags("finished", full), "FINISHED",
+                                        backfill=True))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tags, checkpoint = runrecord.end_tags("failed", False, failure_reason(trial)), trial.checkpoint
-        self._send(lambda: self._end(trial, checkpoint, tags, "FAILED"))
+        self._send(lambda: self.end_run(trial, checkpoint, tags, "FAILED"))
 
-    def _end(self, trial, checkpoint, tags: dict[str, str], status: str, backfill: bool = False) -> None:
+    def end_run(self, trial, checkpoint, tags: dict[str, str], status: str, backfill: bool = False) -> None:
+        """Close a trial's run: epochs missing from it (backfill), its artifacts, its end tags and status."""
         run_id = self._run_id(trial)
         if backfill:
             self._backfill(run_id, checkpoint)

@@ -9,6 +9,7 @@ from slt.energy import count_macs, measure_energy
 from slt.methods import METHODS
 from slt.models import build_model
 from slt.models.encoding import decode, encode
+from slt.models.neurons import LIF
 from slt.tickets import make_ticket
 
 T = 2
@@ -95,35 +96,63 @@ def test_effective_operations_skip_zero_inputs_and_zero_weights_by_hand():
     assert report["energy_mj"] == pytest.approx((4.6 * 12 + 0.9 * 6) * 1e-9)  # the paper's figure, unchanged
 
 
+HUNDRED = {"add_pj": 1.0, "mul_pj": 10.0, "sram_pj_per_bit": 0.0, "sram_pj_base": 100.0, "weight_bits": 32,
+           "potential_bits": 32, "activation_bits": 32, "spike_bits": 1}  # every memory access costs 100 pJ
+
+
 def test_memory_aware_energy_and_break_even_rate_by_hand():
     model = ForcedSpikes()
     with torch.no_grad():
         model.fc2.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]))  # 3 synaptic events (see above)
-    table = {"add_pj": 1.0, "mul_pj": 10.0, "sram_pj_per_bit": 0.0, "sram_pj_base": 100.0, "weight_bits": 32,
-             "potential_bits": 32, "activation_bits": 32, "spike_bits": 1}  # every memory access 100 pJ
-    report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T, table=table)
+    report = measure_energy(model, torch.randn(1, 4), spiking=True, T=T, table=HUNDRED)
     first, second = report["layers"]
     # fc1, formal on pixels: 12 multiply-adds (11 pJ each); 12 weight reads, 4 input reads, 3 output writes
     assert (first["memory_aware_ops_pj"], first["memory_aware_memory_pj"]) == (132, 1900)
-    # fc2, on spikes: 3 events x (an add; a weight read, a potential read and write) + 3 spikes x (written,
-    # read) + 2 steps x 2 neurons x (a decay multiply-add, a threshold add; a potential read and write)
-    assert second["memory_aware_ops_pj"] == 3 * 1 + 4 * (10 + 2)
-    assert second["memory_aware_memory_pj"] == 3 * 300 + 3 * 200 + 4 * 200
-    assert second["memory_aware_pj_rate"] == 3 + 1500
-    assert report["energy_mj_memory_aware"] == pytest.approx((2032 + 2351) * 1e-9)
+    # fc2, on spikes: 3 events x (an add; a weight read, a potential read and write) + 3 spikes x (written, read)
+    assert second["memory_aware_ops_pj"] == 3 * 1
+    assert second["memory_aware_memory_pj"] == 3 * 300 + 3 * 200
+    assert second["memory_aware_pj_rate"] == 3 + 1500 and report["neurons"] == []  # the toy has no LIF module
+    assert report["energy_mj_memory_aware"] == pytest.approx((2032 + 1503) * 1e-9)
     # the equal-architecture ANN: fc1 as before, fc2 formal once: 66 + 6 weight + 3 input reads + 2 writes
     assert report["energy_mj_memory_aware_ann"] == pytest.approx((2032 + 66 + 1100) * 1e-9)
-    # E_SNN(s) = 2880 + 1503 s pJ with every input spike rate scaled by s; equal to 3198 at s = 318 / 1503,
+    # E_SNN(s) = 2032 + 1503 s pJ with every input spike rate scaled by s; equal to 3198 at s = 1166 / 1503,
     # a mean input spike rate of 0.5 s
-    assert report["break_even_spike_rate"] == pytest.approx(0.5 * 318 / 1503)
+    assert report["break_even_spike_rate"] == pytest.approx(0.5 * 1166 / 1503)
+
+
+class LIFToy(nn.Module):
+    """fc1 on pixels, its current fed T times to a LIF of 3 neurons, fc2 on the spikes."""
+
+    def __init__(self, T):
+        super().__init__()
+        self.T = T
+        self.fc1, self.lif, self.fc2 = nn.Linear(4, 3), LIF(T, 0.5), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return decode(self.fc2(self.lif(encode(self.fc1, x, self.T))), self.T)
+
+
+def test_lif_neurons_are_charged_their_updates_each_step():
+    report = measure_energy(LIFToy(T), torch.randn(5, 4), spiking=True, T=T, table=HUNDRED)
+    (lif,) = report["neurons"]
+    # 3 neurons x 2 steps per image: each a decay multiply-add and a threshold add (12 pJ), a potential read
+    # and write (200 pJ)
+    assert (lif["layer"], lif["neuron_steps"]) == ("lif", 6)
+    assert (lif["memory_aware_ops_pj"], lif["memory_aware_memory_pj"]) == (6 * 12, 6 * 200)
+    layers = sum(r["memory_aware_pj"] for r in report["layers"])
+    assert report["energy_mj_memory_aware"] == pytest.approx((layers + 72 + 1200) * 1e-9)
 
 
 def test_no_break_even_rate_where_even_a_silent_snn_costs_more_than_its_ann():
-    table = {"add_pj": 1.0, "mul_pj": 1000.0, "sram_pj_per_bit": 0.0, "sram_pj_base": 1.0, "weight_bits": 32,
-             "potential_bits": 32, "activation_bits": 32, "spike_bits": 1}  # multiplies cost a fortune
-    # at T = 8, fc2's 2 neurons decay 16 times (16 multiplies) where the ANN's fc2 does 6 MACs: even silent, the
-    # SNN costs more
-    report = measure_energy(ForcedSpikes(), torch.randn(1, 4), spiking=True, T=8, table=table)
+    table = {**HUNDRED, "mul_pj": 1000.0, "sram_pj_base": 1.0}  # multiplies cost a fortune
+    # at T = 8 the 3 LIF neurons decay 24 times (24 multiplies) where the ANN's fc2 does 6 MACs: even silent,
+    # the SNN costs more
+    model = LIFToy(8)
+    with torch.no_grad():
+        model.fc1.weight.fill_(1.0)  # a current of 4 + bias: every neuron spikes at every step
+        model.fc1.bias.zero_()
+    report = measure_energy(model, torch.ones(1, 4), spiking=True, T=8, table=table)
+    assert report["layers"][1]["memory_aware_pj_rate"] > 0 and report["mean_input_spike_rate"] == 1.0
     assert report["break_even_spike_rate"] is None and report["energy_mj_memory_aware_ann"] > 0
 
 

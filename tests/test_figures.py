@@ -176,10 +176,11 @@ def test_pareto_scatter_draws_the_full_budget_front_and_stopped_runs_apart():
 
 
 def test_energy_models_figure_compares_every_estimate_per_method_at_the_p_nearest_half(tmp_path):
-    rows = [{"method": "ann", "p": None, "energy_mj": 0.7, "energy_mj_effective": 0.35, "energy_mj_memory_aware": 19.0},
-            {"method": "snn", "p": None, "seed": 0, "energy_mj": 0.1, "energy_mj_effective": 0.08,
+    # dense runs record p too (its default, 0.5, as MLflow params do): it must not label or select them
+    rows = [{"method": "ann", "p": 0.5, "energy_mj": 0.7, "energy_mj_effective": 0.35, "energy_mj_memory_aware": 19.0},
+            {"method": "snn", "p": 0.5, "seed": 0, "energy_mj": 0.1, "energy_mj_effective": 0.08,
              "energy_mj_memory_aware": 5.0},
-            {"method": "snn", "p": None, "seed": 1, "energy_mj": 0.2, "energy_mj_effective": 0.1,
+            {"method": "snn", "p": 0.5, "seed": 1, "energy_mj": 0.2, "energy_mj_effective": 0.1,
              "energy_mj_memory_aware": 6.0}]
     rows += [{"method": "mpslt", "p": p, "energy_mj": p, "energy_mj_effective": p / 4, "energy_mj_memory_aware": 4.0}
              for p in (0.3, 0.5, 0.7)]

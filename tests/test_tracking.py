@@ -182,3 +182,34 @@ def test_a_restarted_trial_keeps_its_run_and_counts_the_restart(store):
     (run,) = children(store)
     assert run.data.tags["restarts"] == "1" and run.data.tags["restart_reason"] == "unknown error"
     assert steps(store, run.info.run_id) == [1, 2]
+
+
+def test_a_write_mlflow_refuses_is_raised_at_once_not_held_as_an_outage(store):
+    callback = driver(store)
+    callback.on_trial_start(0, [], trial("t1"))
+    class Refusing(Flaky):
+        def __getattr__(self, name):
+            if name == "log_batch":
+                def refuse(*args, **kwargs):
+                    raise ValueError("INVALID_PARAMETER_VALUE: metric value is not a number")
+                return refuse
+            return super().__getattr__(name)
+
+    callback._client = Refusing(store.client)
+    with pytest.raises(ValueError, match="INVALID_PARAMETER_VALUE"):
+        callback.on_trial_result(0, [], trial("t1"), epoch(1))
+    assert callback.outbox.down_since is None  # not taken for the server being down
+
+
+def test_a_callback_pickled_by_an_older_version_is_restored_with_the_new_defaults(store, monkeypatch):
+    import pickle
+
+    old = driver(store)
+    state = old.__getstate__()
+    del state["outage_limit_s"], state["_outbox"]  # what a sweep started before the Outbox pickled
+    restored = MlflowSweepCallback.__new__(MlflowSweepCallback)
+    restored.__setstate__(state)
+    monkeypatch.setenv("SLT_TRACKING_OUTAGE_S", "42")  # the resumed sweep's --tracking-outage-s
+    assert restored.outbox.limit_s == 42.0 and pickle.loads(pickle.dumps(restored)).outage_limit_s == 600.0
+    restored.on_trial_start(0, [], trial("t9"))
+    assert [r.data.tags[runrecord.TRIAL_TAG] for r in children(store)] == ["t9"]
