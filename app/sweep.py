@@ -18,7 +18,7 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = cli.build_parser(default_space).parse_args(argv)
     from sweep.engine import SweepInterrupted
-    from sweep.tracking import TrackingOutage
+    from sweep.tracking import TrackingOutage, in_chain
 
     try:
         space, results, record = cli.run(args)
@@ -33,7 +33,7 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         print(f"sweep: stopped at once. Continue with: {resume_command(argv)}", file=sys.stderr)
         return 130
     except Exception as err:  # Tune wraps what a callback raised: find a tracking outage in the chain
-        outage = _cause(err, TrackingOutage)
+        outage = in_chain(err, lambda e: isinstance(e, TrackingOutage))
         if outage is None:
             raise
         print(f"sweep: error: tracking_uri: {outage}", file=sys.stderr)
@@ -44,7 +44,9 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
         try:
             _report(space, record, folder)
         except Exception as err:  # the sweep is complete and recorded; only its report is missing
-            print(f"sweep: error: report: not written ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            from sweep.tracking import first_line
+
+            print(f"sweep: error: report: not written ({type(err).__name__}: {first_line(err)}); "
                   f"write it later with: slt report --experiment {space.name} --parent-run {record['parent_run_id']} "
                   f"--tracking-uri {record['tracking_uri']} --out {folder}", file=sys.stderr)
             return 1
@@ -77,12 +79,3 @@ def _report(space, record: dict, folder: Path) -> None:
     print(f"Pareto CSV:    {report['pareto_csv']}")
     print(f"Report:        {report['index']} ({len(report['figures'])} figures; also in MLflow under report/)")
 
-
-def _cause(err: BaseException | None, kind: type) -> BaseException | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None

@@ -115,11 +115,12 @@ class _LayerProbe:
     def _hook(self, name):
         def hook(module, inputs, output):
             x = inputs[getattr(module, "spike_operand", 0)].detach()
-            entry = self.stats.setdefault(name, {"macs": layer_macs(module, inputs, output), "sum": 0.0, "count": 0,
-                                                 "samples": 0, "binary": True, "effective": 0.0,
-                                                 "outputs": output.numel() // output.shape[0],
-                                                 "inputs": x.numel() // x.shape[0], "weights": _weight_count(module, inputs),
-                                                 "conv": isinstance(module, nn.Conv2d), "order": len(self.stats)})
+            if name not in self.stats:  # shapes on the first call (a layer may run several times per forward)
+                self.stats[name] = {"macs": layer_macs(module, inputs, output), "sum": 0.0, "count": 0, "samples": 0,
+                                    "binary": True, "effective": 0.0, "outputs": output.numel() // output.shape[0],
+                                    "inputs": x.numel() // x.shape[0], "weights": _weight_count(module, inputs),
+                                    "conv": isinstance(module, nn.Conv2d), "order": len(self.stats)}
+            entry = self.stats[name]
             entry["samples"] += output.shape[0]  # images x time steps this layer ran on (time folded into batch)
             entry["sum"] += float(x.sum(dtype=torch.float64))
             entry["count"] += x.numel()

@@ -186,11 +186,11 @@ def end_interrupted(sweep: Sweep) -> None:
     marks them RUNNING again and goes on from the trials' last checkpoints)."""
     reason = "interrupted by the user (SIGINT); continue with --resume"
     parent_id = sweep.record["parent_run_id"]
-    deliver(sweep.options.tracking_outage_s, lambda: close_running_children(
-        sweep.client, sweep.record["experiment_id"], parent_id, set(), "interrupted", reason), sweep.tracking_uri)
-    deliver(sweep.options.tracking_outage_s, lambda: (sweep.client.set_tag(parent_id, runrecord.REASON_TAG, reason),
-                                                      sweep.client.set_terminated(parent_id, "KILLED")),
-            sweep.tracking_uri)
+    deliver(sweep.options.tracking_outage_s, sweep.tracking_uri,
+            lambda: close_running_children(sweep.client, sweep.record["experiment_id"], parent_id, set(),
+                                           "interrupted", reason),
+            lambda: sweep.client.set_tag(parent_id, runrecord.REASON_TAG, reason),
+            lambda: sweep.client.set_terminated(parent_id, "KILLED"))
 
 
 def quiet_resume_noise() -> None:
@@ -264,8 +264,7 @@ def build_or_restore_tuner(sweep: Sweep):
 
     space, record = sweep.space, sweep.record
     callbacks = [MlflowSweepCallback(sweep.tracking_uri, record["experiment_id"], record["parent_run_id"],
-                                     sweep_tags(record["name"], space.name, sweep.info),
-                                     outage_limit_s=sweep.options.tracking_outage_s),
+                                     sweep_tags(record["name"], space.name, sweep.info)),  # bound: OUTAGE_ENV
                  OptunaStudyExport(sweep.optuna_storage, record["name"], space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if sweep.options.resume and tune.Tuner.can_restore(str(sweep.tune_dir)):
@@ -288,17 +287,17 @@ def build_or_restore_tuner(sweep: Sweep):
 def finish_sweep(sweep: Sweep, results, started: float, fit_seconds: float) -> dict:
     """Close the runs of trials that ended while their records could not be written (an earlier driver
     stopped by a tracking outage), close child runs Tune lost track of, log the totals and end the parent."""
-    parent_id, client, limit, uri = (sweep.record["parent_run_id"], sweep.client, sweep.options.tracking_outage_s,
-                                     sweep.tracking_uri)
+    parent_id, client = sweep.record["parent_run_id"], sweep.client
     known = {r.metrics.get("trial_id") for r in results}
-    deliver(limit, lambda: close_ended_trials(sweep, results), uri)
-    deliver(limit, lambda: close_running_children(
-        client, sweep.record["experiment_id"], parent_id, known, "lost", LOST_REASON), uri)
-    deliver(limit, lambda: client.log_batch(parent_id, metrics=[
-        Metric("trials", len(results), int(time.time() * 1000), 0),
-        Metric("failed_trials", sum(1 for r in results if r.error), int(time.time() * 1000), 0),
-        Metric("wall_time_s", time.perf_counter() - started, int(time.time() * 1000), 0)]), uri)
-    deliver(limit, lambda: client.set_terminated(parent_id, "FINISHED"), uri)
+    now = int(time.time() * 1000)
+    totals = [Metric("trials", len(results), now, 0), Metric("failed_trials", sum(1 for r in results if r.error), now, 0),
+              Metric("wall_time_s", time.perf_counter() - started, now, 0)]
+    deliver(sweep.options.tracking_outage_s, sweep.tracking_uri,
+            lambda: close_ended_trials(sweep, results),
+            lambda: close_running_children(client, sweep.record["experiment_id"], parent_id, known, "lost",
+                                           LOST_REASON),
+            lambda: client.log_batch(parent_id, metrics=totals),
+            lambda: client.set_terminated(parent_id, "FINISHED"))
     return {**sweep.record, "sweep_dir": str(sweep.sweep_dir), "tracking_uri": sweep.tracking_uri,
             "optuna_storage": sweep.optuna_storage, "fit_seconds": fit_seconds}
 

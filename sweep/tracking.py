@@ -49,22 +49,30 @@ _UNANSWERED = ("Max retries exceeded", "Connection refused", "Connection reset",
                "status code 502", "status code 503", "status code 504")
 
 
+def in_chain(err: BaseException | None, match: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first exception in `err`'s chain (itself, its cause or context, ...) that `match`es, else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if match(err):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def unanswered(err: BaseException) -> bool:
     """Whether an MLflow call failed because the store did not answer (down, unreachable, overloaded,
     locked), as opposed to refusing the write (a bad request, a deleted run) or a bug in the caller."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, (ConnectionError, TimeoutError)) or any(s in str(err) for s in _UNANSWERED):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return in_chain(err, lambda e: isinstance(e, (ConnectionError, TimeoutError))
+                    or any(s in str(e) for s in _UNANSWERED)) is not None
 
 
-def deliver(limit_s: float, action: Callable[[], object], uri: str = "MLflow") -> None:
-    """Run one MLflow write of the driver, retrying while the server does not answer, for up to `limit_s`."""
+def deliver(limit_s: float, uri: str, *actions: Callable[[], object]) -> None:
+    """Run the driver's own MLflow writes in order, retrying while the server does not answer, for up to
+    `limit_s` in all (one outage is said once)."""
     outbox = Outbox(uri, limit_s)
-    outbox.put(action)
+    for action in actions:
+        outbox.put(action)
     outbox.flush(wait=True)
 
 
