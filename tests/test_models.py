@@ -197,3 +197,25 @@ def test_fused_lif_runs_uncompiled_when_it_cannot_be_compiled(monkeypatch, caplo
     warnings = [r.getMessage() for r in caplog.records if "could not be compiled" in r.getMessage()]
     assert warnings == ["slt: warning: the fused LIF could not be compiled (RuntimeError: no C++ compiler found); "
                         "running it uncompiled"]
+
+
+def test_fused_lif_lifts_dynamo_recompile_limit_in_every_thread():
+    """Ray runs each trial of a reused worker in a new thread, and dynamo's config is per thread: the fused LIF
+    must raise the recompile limit in the thread that calls it (else after 8 variants it runs uncompiled)."""
+    import threading
+
+    import torch._dynamo.config as dynamo_config
+
+    from slt.models.fused_lif import RECOMPILE_LIMIT
+
+    seen = []
+
+    def trial():
+        LIF(T=2, decay=0.5, backend="fused")(torch.randn(2 * 3, 4))
+        seen.append(dynamo_config.recompile_limit)
+
+    for _ in range(2):
+        thread = threading.Thread(target=trial)
+        thread.start()
+        thread.join()
+    assert seen == [RECOMPILE_LIMIT, RECOMPILE_LIMIT] and RECOMPILE_LIMIT > 8

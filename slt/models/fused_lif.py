@@ -16,6 +16,7 @@ import math
 import os
 
 import torch
+import torch._dynamo.config as dynamo_config
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,18 @@ def _kernel(name: str):
     return _compiled[name]
 
 
+RECOMPILE_LIMIT = 64
+
+
 def _call(name: str, *args):
     """Run the compiled kernel; where it cannot be compiled (e.g. no C++ compiler), say so once and run the
     same code uncompiled (the same numbers, spikingjelly's speed)."""
+    # One kernel per T, dtype and rank/shape family of the layers' outputs (the reshaped current is a view,
+    # guarded on its base): a reused sweep worker running trials of T 1-6 in bf16 and fp32 needs ~20, beyond
+    # dynamo's default limit of 8, past which it runs the rest uncompiled. Set on every call: dynamo's config
+    # is per thread, and Ray runs each trial of a reused worker in a new thread.
+    if dynamo_config.recompile_limit < RECOMPILE_LIMIT:
+        dynamo_config.recompile_limit = RECOMPILE_LIMIT
     try:
         return _kernel(name)(*args)
     except Exception as error:  # inductor raises many types (BackendCompilerFailed, CalledProcessError, ...)
