@@ -49,7 +49,8 @@ STATUS_TAG = "status"  # running, finished, failed, lost
 REASON_TAG = "reason"  # why a trial failed or was lost
 FULL_BUDGET_TAG = "full_budget"
 EARLY_STOPPED_TAG = "early_stopped"
-TEXT_TAGS = (STATUS_TAG, REASON_TAG, TRIAL_TAG)
+STOPPED_AT_TAG = "stopped_at_epoch"  # the rung (epoch) a scheduler stopped an early-stopped trial at
+TEXT_TAGS = (STATUS_TAG, REASON_TAG, TRIAL_TAG, STOPPED_AT_TAG)
 BOOLEAN_TAGS = (FULL_BUDGET_TAG, EARLY_STOPPED_TAG)
 RUN_FIELDS = tuple(TrainConfig.model_fields)  # every run-config field is an MLflow param of the same name
 
@@ -68,10 +69,13 @@ def full_budget(epoch: int, total_epochs: int) -> bool:
     return epoch >= total_epochs
 
 
-def end_tags(status: str, full: bool, reason: str | None = None) -> dict[str, str]:
-    """The tags that close a child run: its status, whether it ran its full budget, whether it was stopped early."""
-    tags = {STATUS_TAG: status, FULL_BUDGET_TAG: str(full).lower(),
-            EARLY_STOPPED_TAG: str(status == "finished" and not full).lower()}
+def end_tags(status: str, full: bool, reason: str | None = None, epoch: int | None = None) -> dict[str, str]:
+    """The tags that close a child run: its status, whether it ran its full budget, whether it was stopped
+    early and, if it was, after how many epochs (`epoch`: its last)."""
+    early = status == "finished" and not full
+    tags = {STATUS_TAG: status, FULL_BUDGET_TAG: str(full).lower(), EARLY_STOPPED_TAG: str(early).lower()}
+    if early and epoch is not None:
+        tags[STOPPED_AT_TAG] = str(int(epoch))
     return {**tags, REASON_TAG: reason} if reason else tags
 
 

@@ -28,11 +28,12 @@ from slt.config import make_config
 from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
-from sweep.study import OptunaStudyExport
+from sweep.study import FullBudgetOptunaSearch, OptunaStudyExport
 from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, close_running_children, deliver,
                             experiment_id, find_parent_run, first_line, sweep_tags, write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
+SCHEDULER_FILE = "mo_asha.json"  # beside it: MO-ASHA's rungs, which a resumed sweep reads back
 
 
 @dataclass
@@ -177,7 +178,9 @@ def close_ended_trials(sweep: Sweep, results) -> None:
         if result.error:
             tags, status = runrecord.end_tags("failed", False, first_line(result.error)), "FAILED"
         else:
-            tags, status = runrecord.end_tags("finished", bool(result.metrics.get(runrecord.FULL_BUDGET_TAG))), "FINISHED"
+            tags = runrecord.end_tags("finished", bool(result.metrics.get(runrecord.FULL_BUDGET_TAG)),
+                                      epoch=result.metrics.get("epoch"))
+            status = "FINISHED"
         callback.end_run(trial, result.checkpoint, tags, status, backfill=not result.error)
 
 
@@ -276,7 +279,8 @@ def build_or_restore_tuner(sweep: Sweep):
         tune_config=tune.TuneConfig(
             metric=single.metric if single else None, mode=single.mode if single else None,
             num_samples=space.num_samples, search_alg=make_searcher(space),
-            scheduler=make_scheduler(space, max_budget(space, sweep.base)), reuse_actors=sweep.options.reuse_actors),
+            scheduler=make_scheduler(space, max_budget(space, sweep.base), sweep.sweep_dir / SCHEDULER_FILE),
+            reuse_actors=sweep.options.reuse_actors),
         run_config=tune.RunConfig(
             name=sweep.tune_dir.name, storage_path=str(sweep.sweep_dir), callbacks=callbacks,
             verbose=sweep.options.verbose, failure_config=tune.FailureConfig(max_failures=space.max_failures),
@@ -400,27 +404,33 @@ def make_searcher(space: SearchSpace):
 
     if space.search.algorithm != "optuna":
         return BasicVariantGenerator(max_concurrent=space.max_concurrent, random_state=space.search.seed)
-    from ray.tune.search.optuna import OptunaSearch
-
     metrics = [o.metric for o in space.objectives]
     modes = [o.mode for o in space.objectives]
-    searcher = OptunaSearch(metric=metrics if space.multi_objective else metrics[0],
+    searcher = FullBudgetOptunaSearch(metric=metrics if space.multi_objective else metrics[0],
                             mode=modes if space.multi_objective else modes[0], sampler=make_sampler(space),
                             points_to_evaluate=seed_points(space) or None)
     return ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
 
 
-def make_scheduler(space: SearchSpace, max_epochs: int):
-    """ASHA on the first objective; it names the metric itself only in multi-objective sweeps
-    (with one objective Tune takes metric and mode from the TuneConfig and refuses them twice)."""
-    if space.scheduler.type != "asha":
+def make_scheduler(space: SearchSpace, max_epochs: int, state_file: Path | None = None):
+    """None, ASHA on the first objective, or MO-ASHA on all of them (its rungs kept in `state_file`).
+    ASHA names the metric itself only in multi-objective sweeps (with one objective Tune takes metric and
+    mode from the TuneConfig and refuses them twice)."""
+    settings = space.scheduler
+    if settings.type == "mo_asha":
+        from sweep.mo_asha import MultiObjectiveASHA
+
+        return MultiObjectiveASHA([(o.metric, o.mode) for o in space.objectives], max_t=max_epochs,
+                                  grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
+                                  state_file=str(state_file) if state_file else None)
+    if settings.type != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     first = space.objectives[0]
     named = {"metric": first.metric, "mode": first.mode} if space.multi_objective else {}
-    return ASHAScheduler(max_t=max_epochs, grace_period=space.scheduler.grace_period,
-                         reduction_factor=space.scheduler.reduction_factor, **named)
+    return ASHAScheduler(max_t=max_epochs, grace_period=settings.grace_period,
+                         reduction_factor=settings.reduction_factor, **named)
 
 
 def max_budget(space: SearchSpace, base: dict) -> int:

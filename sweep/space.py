@@ -135,7 +135,10 @@ class Search(_Strict):
 
 
 class Scheduler(_Strict):
-    type: Literal["none", "asha"] = "none"
+    """Early stopping: `asha` on the first objective (Ray Tune's), `mo_asha` on all of them (sweep.mo_asha);
+    rungs at epochs grace_period x reduction_factor^k below the trials' full budget."""
+
+    type: Literal["none", "asha", "mo_asha"] = "none"
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=2.0, gt=1.0)
 

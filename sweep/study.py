@@ -1,4 +1,6 @@
-"""A sweep's trials as an Optuna study in a SQLite file that optuna-dashboard can open.
+"""What an Optuna study is told of a sweep's trials: the searcher's own study, and a copy in a SQLite file that
+optuna-dashboard can open. A trial a scheduler stopped early is PRUNED in both, never COMPLETE with the
+values of a shorter training (Ray's OptunaSearch would say COMPLETE).
 
 The searcher keeps its own in-memory study, which Tune checkpoints and restores with the sweep; a
 study in SQLite would run ahead of that snapshot when a driver is killed, and a resumed searcher
@@ -12,6 +14,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState, create_trial
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from runrecord import FULL_BUDGET_TAG, TRIAL_TAG, run_fields
 
@@ -23,6 +26,28 @@ def distributions(space) -> dict:
     `include` configurations give the same field (e.g. method: ann beside a grid of ticket methods)."""
     return {name: parameter.to_optuna([extra[name] for extra in space.include if name in extra])
             for name, parameter in space.searched.items()}
+
+
+def finished_state(result: dict | None, error: bool = False) -> TrialState:
+    """How an ended trial is told to Optuna: FAIL, COMPLETE at full budget, else PRUNED (stopped early).
+
+    PRUNED is what Optuna 5's samplers handle in multi-objective studies: NSGA-II builds its populations
+    from COMPLETE trials only, GP fits COMPLETE trials only, and TPE counts a PRUNED trial without
+    intermediate values (Ray reports none in multi-objective studies) among the worse ones once any trial
+    is COMPLETE; in single-objective studies TPE ranks PRUNED trials by their last reported value."""
+    if error:
+        return TrialState.FAIL
+    return TrialState.COMPLETE if result and result.get(FULL_BUDGET_TAG) else TrialState.PRUNED
+
+
+class FullBudgetOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, except that a trial stopped before its full budget is told as PRUNED."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if error or trial_id in self._completed_trials or finished_state(result) == TrialState.COMPLETE:
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
 
 class OptunaStudyExport(tune.Callback):
@@ -67,7 +92,7 @@ class OptunaStudyExport(tune.Callback):
                         "epochs": int(result.get("epoch", 0))}))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._export(trial, TrialState.COMPLETE)
+        self._export(trial, finished_state(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._export(trial, TrialState.FAIL)

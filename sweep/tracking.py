@@ -280,10 +280,10 @@ class MlflowSweepCallback(tune.Callback):
         self._send(lambda: self._log_epoch(self._run_id(trial), values, step, timestamp))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        full = bool((trial.last_result or {}).get(runrecord.FULL_BUDGET_TAG))
-        checkpoint = trial.checkpoint
-        self._send(lambda: self.end_run(trial, checkpoint, runrecord.end_tags("finished", full), "FINISHED",
-                                        backfill=True))
+        last = trial.last_result or {}
+        tags, checkpoint = runrecord.end_tags("finished", bool(last.get(runrecord.FULL_BUDGET_TAG)),
+                                              epoch=last.get("epoch")), trial.checkpoint
+        self._send(lambda: self.end_run(trial, checkpoint, tags, "FINISHED", backfill=True))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tags, checkpoint = runrecord.end_tags("failed", False, failure_reason(trial)), trial.checkpoint

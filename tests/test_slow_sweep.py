@@ -77,17 +77,10 @@ def wait_for(condition, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
-    settings = ["--set", "num_samples=4", "--set", "base.epochs=3", "--set", "max_concurrent=2"]
-    driver = subprocess.Popen(sweep_cmd(tmp_path, "decay_rate", *settings), cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_when(driver, condition, what, timeout=900):
+    """SIGKILL the sweep driver once `condition()` holds, then its whole session (its Ray processes)."""
     try:
-        def some_done_some_checkpointed():
-            client, _, kids = children(tmp_path)
-            finished = [k for k in kids if k.info.status == "FINISHED"]
-            running = [k for k in kids if k.info.status == "RUNNING" and k.data.metrics.get("epoch", 0) >= 1]
-            return finished and running
-        wait_for(some_done_some_checkpointed, 900, "a finished trial and a checkpointed running one")
+        wait_for(condition, timeout, what)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -95,6 +88,18 @@ def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
+    settings = ["--set", "num_samples=4", "--set", "base.epochs=3", "--set", "max_concurrent=2"]
+    driver = subprocess.Popen(sweep_cmd(tmp_path, "decay_rate", *settings), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def some_done_some_checkpointed():
+        client, _, kids = children(tmp_path)
+        finished = [k for k in kids if k.info.status == "FINISHED"]
+        running = [k for k in kids if k.info.status == "RUNNING" and k.data.metrics.get("epoch", 0) >= 1]
+        return finished and running
+    kill_when(driver, some_done_some_checkpointed, "a finished trial and a checkpointed running one")
     client, _, before = children(tmp_path)
     finished_before = {k.data.tags["trial_id"] for k in before if k.info.status == "FINISHED"}
     steps_before = {k.data.tags["trial_id"]: len(client.get_metric_history(k.info.run_id, "test_accuracy")) for k in before}
@@ -206,3 +211,55 @@ def test_pareto_sweep_on_effective_energy_ranks_its_front_on_that_estimate(tmp_p
                      & ((accuracy > row["val_accuracy"]) | (energy < row["energy_mj_effective"])))
         assert bool(row["is_pareto"]) == (not dominated.any() and pd.isna(row["duplicate_of"]))
     assert len(front) >= 1 and {"energy_models.png", "energy_layers.png"} <= {p.name for p in report.iterdir()}
+
+
+def test_mo_asha_sweep_resumes_after_sigkill_with_its_rungs_and_never_a_partial_trial_on_the_front(tmp_path):
+    import json
+
+    import optuna
+
+    settings = ["--set", "scheduler.type=mo_asha", "--set", "scheduler.grace_period=2", "--set", "num_samples=6",
+                "--set", "base.epochs=6"]  # rungs at epochs 2 and 4
+    driver = subprocess.Popen(sweep_cmd(tmp_path, "pareto", *settings), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rungs():
+        files = list((tmp_path / "results").glob("pareto-demo-*/mo_asha.json"))
+        return json.loads(files[0].read_text())["rungs"] if files else {}
+    def decided_and_running():
+        _, _, kids = children(tmp_path, "pareto")
+        return len(rungs().get("2", {})) >= 2 and any(k.info.status == "RUNNING" for k in kids)
+    kill_when(driver, decided_and_running, "two decisions at rung 2 and a running trial")
+    before = rungs()
+
+    resumed = subprocess.run(sweep_cmd(tmp_path, "pareto", *settings, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = rungs()
+    for rung, entries in before.items():  # decisions made before the kill stand, none made twice
+        assert {t: after[rung][t] for t in entries} == entries
+    client, parents, all_kids = children(tmp_path, "pareto")
+    assert parents[0].info.status == "FINISHED"
+    kids = [k for k in all_kids if k.data.tags["status"] != "lost"]
+    assert len({k.data.tags["trial_id"] for k in kids}) == len(kids) == 6
+    stopped = [k for k in kids if k.data.tags["early_stopped"] == "true"]
+    assert stopped and all(k.info.status == "FINISHED" for k in kids)
+    for kid in kids:
+        trial, steps = kid.data.tags["trial_id"], [m.step for m in client.get_metric_history(kid.info.run_id, "epoch")]
+        assert sorted(set(steps)) == list(range(1, max(steps) + 1)) and steps.count(1) == 1
+        decisions = {int(rung): entries[trial]["continued"] for rung, entries in after.items() if trial in entries}
+        if kid in stopped:  # stopped by the one rung that said so, at that rung (or the epoch a resume reached)
+            (rung,) = [r for r, went_on in decisions.items() if not went_on]
+            assert max(steps) < 6 and rung <= int(kid.data.tags["stopped_at_epoch"]) == max(steps)
+        else:
+            assert max(steps) == 6 and decisions == {2: True, 4: True}
+    study = optuna.load_study(study_name=next((tmp_path / "results").glob("pareto-demo-*")).name,
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = {t.user_attrs["trial_id"]: (t.state.name, t.user_attrs["epochs"]) for t in study.trials}
+    assert states == {k.data.tags["trial_id"]: ("PRUNED", int(k.data.tags["stopped_at_epoch"])) if k in stopped
+                      else ("COMPLETE", 6) for k in kids}
+    (report,) = (tmp_path / "reports").glob("pareto-demo-*")
+    table = pd.read_csv(report / "pareto.csv")
+    ranked = table[table["front_rank"].notna()]
+    assert len(ranked) == len(kids) - len(stopped) and ranked["full_budget"].all()
+    assert (report / "hypervolume.png").is_file() and "hypervolume" in (report / "index.html").read_text()
