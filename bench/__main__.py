@@ -5,7 +5,7 @@
 
 import argparse
 
-from bench import decay_search, sweep_budget, train_step
+from bench import decay_search, pareto_search, sweep_budget, train_step
 
 
 def main(argv=None) -> None:
@@ -20,6 +20,8 @@ def main(argv=None) -> None:
     train_step.main(step_args)
     print()
     decay_search.main(["--searches", "2"] if args.quick else [])
+    print()
+    pareto_search.main(["--searches", "2", "--trials", "8"] if args.quick else [])
     print()
     sweep_budget.main(["--set", "base.epochs=2", "--set", "searched.decay.values=[0.3,0.5,0.7]"]
                       if args.quick else [])

@@ -87,3 +87,58 @@ def test_parity_pairs_seeds_and_tests_the_difference_against_two_standard_errors
     result = parity.parity(_parity_rows(curves))
     assert result["mean"] == pytest.approx(-0.05) and result["se"] == pytest.approx(0.01)
     assert not result["within"]  # |-5| > 2 x 1 points
+
+
+def _synthetic_pareto_response():
+    from bench import pareto_search as ps
+
+    # accuracy grows with epochs and falls with p; energy is T; every epoch takes one second
+    response = {point: [((1 - point[0]) * e / ps.EPOCHS, float(point[1])) for e in range(1, ps.EPOCHS + 1)]
+                for point in ps.grid()}
+    return response, {point: [1.0] * ps.EPOCHS for point in ps.grid()}
+
+
+def test_replayed_full_budget_search_spends_its_epochs_two_trials_at_a_time():
+    from bench import pareto_search as ps
+
+    response, durations = _synthetic_pareto_response()
+    events = ps.search(response, durations, "full", 0, budget=2 * ps.EPOCHS)
+    assert len(events) == 2 * ps.EPOCHS and [n for n, _ in events] == list(range(1, 2 * ps.EPOCHS + 1))
+    finished = [(n, values) for n, values in events if values is not None]
+    assert [n for n, _ in finished] == [2 * ps.EPOCHS - 1, 2 * ps.EPOCHS]  # both ran side by side to the end
+    assert all(values in [r[-1] for r in response.values()] for _, values in finished)
+    assert ps.snap({"p": 0.41, "T": 4, "decay": 0.19}) == (0.5, 4, 0.1)
+
+
+def test_replayed_mo_asha_stops_trials_at_rungs_and_only_full_budget_trials_add_volume():
+    from bench import pareto_search as ps
+    from dashboards.pareto import hypervolume
+
+    response, durations = _synthetic_pareto_response()
+    budget = 12 * ps.EPOCHS
+    full = ps.search(response, durations, "full", 1, budget)
+    early = ps.search(response, durations, "mo_asha", 1, budget)
+    finished = [values for _, values in early if values is not None]
+    # stopped trials spend fewer epochs, so MO-ASHA starts more trials but finishes fewer at full budget
+    assert 0 < len(finished) < sum(values is not None for _, values in full)
+    reference = [0.0, 7.0]
+    curve = ps.hypervolume_by_epoch(early, reference, budget)
+    assert len(curve) == budget and curve == sorted(curve)  # a front only grows
+    assert curve[-1] == pytest.approx(hypervolume(finished, [True, False], reference))
+    assert ps.first_epoch_at(curve, curve[-1]) <= budget and ps.first_epoch_at(curve, curve[-1] + 1) is None
+
+
+def test_pareto_response_needs_every_grid_point_for_every_epoch(tmp_path):
+    from bench import pareto_search as ps
+    from bench.recording import append_rows
+
+    path = tmp_path / "response.csv"
+    rows = [{"p": p, "T": T, "decay": d, "seed": 0, "epoch": e, "val_accuracy": 0.5, "test_accuracy": 0.5,
+             "energy_mj": 0.001 * T, "seconds": e} for p, T, d in ps.grid() for e in range(1, ps.EPOCHS + 1)]
+    append_rows(path, ps.FIELDS, rows[:-1])  # the last grid point lacks its last epoch
+    with pytest.raises(SystemExit, match=r"p=0.9 T=6 λ=0.9 is not recorded for 16 epochs"):
+        ps.read_response(path)
+    append_rows(path, ps.FIELDS, rows[-1:])
+    response, durations = ps.read_response(path)
+    assert len(response) == 100 and response[(0.9, 6, 0.9)][-1] == (0.5, 0.006)
+    assert durations[(0.1, 1, 0.1)] == [1.0] * ps.EPOCHS  # per-epoch seconds from the cumulative column

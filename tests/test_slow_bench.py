@@ -22,6 +22,8 @@ def test_bench_runner_prints_every_ratio():
                  "spikformer bf16 step speed / fp32 step speed", "bf16 - fp32 validation accuracy =",
                  "fused LIF speed / spikingjelly", "GP trials to propose the grid's best λ",
                  "GP trials to propose a λ tied with the best", "utilisation (full budget) =",
+                 "NSGA-II + MO-ASHA     : hypervolume / full-budget final at 50 % of the epochs",
+                 "MO-ASHA epoch ratio to 0.95 of the full-budget search's final hypervolume",
                  "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA"):
         assert line in out, f"missing {line!r} in:\n{out}"
     # ASHA (grace 1, 2-epoch budget) never spends more than the full budget; whether it stops one of these 3
