@@ -20,7 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from runrecord import ACCURACY, ENERGY_METRICS, VAL_ACCURACY, comparable, finished_full_budget
+from dashboards.pareto import hypervolume_curve
+from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, TRIAL_TAG, VAL_ACCURACY, comparable,
+                       finished_full_budget)
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
@@ -303,6 +305,33 @@ def _pareto_spec(pareto: pd.DataFrame | None) -> Spec | None:
                 "the search ranks" + ranked + "; test accuracy in pareto.csv", xlabel, ylabel, layers)
 
 
+def _hypervolume_spec(pareto: pd.DataFrame | None) -> Spec | None:
+    """Hypervolume of the full-budget front against epochs spent, a point per trial as it ended; early-stopped
+    trials marked (they spend epochs and add no volume)."""
+    if pareto is None or "is_pareto" not in pareto:
+        return None
+    objectives = pareto.attrs.get("objectives", [(VAL_ACCURACY, "max"), ("energy_mj", "min")])
+    curve = hypervolume_curve(pareto, objectives)
+    if curve.attrs["reference"] is None:
+        return None
+
+    def hover(frame):
+        return [f"trial {r[TRIAL_TAG]}<br>after {r['epochs_spent']:.0f} epochs: hypervolume {r['hypervolume']:.4g}"
+                for _, r in frame.iterrows()]
+
+    def xy(frame):
+        return frame["epochs_spent"].to_numpy(float), frame["hypervolume"].to_numpy(float)
+
+    ranked, stopped = curve[curve["ranked"]], curve[curve[EARLY_STOPPED_TAG].astype(bool)]
+    layers = [Front(f"after a full-budget trial ({len(ranked)})", PALETTE[3], *xy(ranked), hover(ranked))]
+    if len(stopped):
+        layers.append(Points(f"after an early-stopped trial ({len(stopped)}): epochs spent, no volume", "#555555",
+                             *xy(stopped), hover(stopped), marker="x"))
+    reference = ", ".join(f"{name} {value:.4g}" for name, value in curve.attrs["reference"].items())
+    return Spec("hypervolume", "Hypervolume of the full-budget front vs epochs spent",
+                f"epochs spent by all trials (reference point: {reference})", "hypervolume", layers)
+
+
 ESTIMATES = {"energy_mj": "paper convention (dense connectivity)", "energy_mj_sparse": "scaled by kept weights",
              "energy_mj_effective": "effective operations", "energy_mj_memory_aware": "memory-aware (Lemaire et al.)"}
 
@@ -368,7 +397,7 @@ def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None,
     order = pd.Series(range(len(runs)), index=runs.sort_values("trial_id", kind="stable").index
                       if "trial_id" in runs else runs.index)
     specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
-    specs += _balance_specs(rows) + [_pareto_spec(pareto), _energy_models_spec(runs), _energy_layers_spec(layers)]
+    specs += _balance_specs(rows) + [_pareto_spec(pareto), _hypervolume_spec(pareto), _energy_models_spec(runs), _energy_layers_spec(layers)]
     return [spec for spec in specs if spec is not None]
 
 

@@ -4,9 +4,9 @@ import moocore
 import numpy as np
 import pandas as pd
 
-from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
+from runrecord import (EARLY_STOPPED_TAG, FULL_BUDGET_TAG, PARETO_OBJECTIVES, TRIAL_TAG, finished_full_budget,
+                       objectives_text)
 from slt.errors import InputError
-
 
 
 def parse_objectives(text: str, columns) -> list[tuple[str, str]]:
@@ -58,3 +58,48 @@ def pareto_table(runs: pd.DataFrame, objectives: list[tuple[str, str]], *,
         table.loc[candidates.index, "front_rank"] = moocore.pareto_rank(points, maximise=maximise) + 1
         table.loc[candidates.index, "is_pareto"] = moocore.is_nondominated(points, maximise=maximise)
     return table
+
+
+def reference_point(points, maximise) -> np.ndarray:
+    """The hypervolume's reference point: each objective's worst value over `points`, moved outward by a tenth
+    of its range (of its magnitude where all values are equal, of 1 where that is 0 too), so that every
+    point, the extremes included, adds volume."""
+    values = np.asarray(points, dtype=float)
+    sign = np.where(np.asarray(maximise), -1.0, 1.0)  # every objective as "lower is better"
+    signed = values * sign
+    margin = np.ptp(signed, axis=0)
+    margin = np.where(margin > 0, margin, np.abs(signed.max(axis=0)))
+    margin = np.where(margin > 0, margin, 1.0)
+    return (signed.max(axis=0) + 0.1 * margin) * sign
+
+
+def hypervolume(points, maximise, reference) -> float:
+    """moocore's hypervolume of `points` against `reference` (0 for no points)."""
+    values = np.asarray(points, dtype=float).reshape(-1, len(reference))
+    return float(moocore.hypervolume(values, ref=reference, maximise=list(maximise))) if len(values) else 0.0
+
+
+def hypervolume_curve(table: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataFrame:
+    """The trials in the order they ended, with the epochs spent so far (every trial's, stopped ones too) and
+    the hypervolume of the front of the full-budget trials so far; the reference point (reference_point over
+    the full-budget trials) is in `attrs["reference"]` (None where no full-budget trial has every objective)."""
+    names = [name for name, _ in objectives]
+    maximise = [mode == "max" for _, mode in objectives]
+    if not {"end_time", "epoch", *names} <= set(table.columns):  # runs recorded without them: no curve
+        table = table.iloc[:0].reindex(columns=[*table.columns, *{"end_time", "epoch", *names} - set(table.columns)])
+    ended = table[table["run_status"].isin(["FINISHED", "FAILED"]) & table["end_time"].notna()]
+    ended = ended.sort_values("end_time")
+    ranked = finished_full_budget(ended) & ended[names].notna().all(axis=1)
+    curve = ended[["run_id", TRIAL_TAG, "run_status", FULL_BUDGET_TAG, EARLY_STOPPED_TAG, *names]].copy()
+    curve["epochs_spent"] = ended["epoch"].fillna(0).cumsum().to_numpy()
+    curve["ranked"] = ranked.to_numpy()
+    if not ranked.any():
+        curve["hypervolume"] = 0.0
+        curve.attrs["reference"] = None
+        return curve.reset_index(drop=True)
+    reference = reference_point(ended.loc[ranked, names].to_numpy(float), maximise)
+    points = ended[names].to_numpy(float)
+    curve["hypervolume"] = [hypervolume(points[: i + 1][ranked.to_numpy()[: i + 1]], maximise, reference)
+                            for i in range(len(ended))]
+    curve.attrs["reference"] = dict(zip(names, map(float, reference)))
+    return curve.reset_index(drop=True)

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
 from dashboards.figures import write_figures
-from dashboards.pareto import pareto_table
+from dashboards.pareto import hypervolume_curve, pareto_table
 from dashboards.runs import energy_layers, load_runs
 from dashboards.tables import write_tables
 from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
@@ -79,6 +79,18 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
     return {"pareto": pareto, "figures": figures, "tables": tables, "claims": claims}
 
 
+def _hypervolume_text(pareto) -> str:
+    """'; hypervolume 0.0021 after 96 epochs (reference ...)' for the index, or '' without a full-budget trial."""
+    curve = hypervolume_curve(pareto, pareto.attrs["objectives"])
+    if curve.attrs["reference"] is None:
+        return ""
+    reference = ", ".join(f"{name} {value:.4g}" for name, value in curve.attrs["reference"].items())
+    last = curve.iloc[-1]
+    return (f"; hypervolume {last['hypervolume']:.4g} after {last['epochs_spent']:.0f} epochs of all trials "
+            f"(moocore; reference point {html.escape(reference)}: each objective's worst full-budget value + 10 % "
+            "of its range)")
+
+
 def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: Path) -> str:
     finished = int(finished_full_budget(runs).sum())
     parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
@@ -90,7 +102,7 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
     if pareto is not None:
         parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(pareto.attrs["objectives"])}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '
-                     'the test accuracy of each is a column)</li>')
+                     f'the test accuracy of each is a column){_hypervolume_text(pareto)}</li>')
     parts.append("</ul><h2>Figures</h2>")
     for figure in figures:
         png, page = Path(figure["png"]).relative_to(out), Path(figure["html"]).relative_to(out)

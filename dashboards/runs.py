@@ -52,12 +52,12 @@ def load_runs(experiment: str, tracking_uri: str, parent_run_id: str | None = No
                                   filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     rows = []
     for run in children:
-        row = {"run_id": run.info.run_id, "run_status": run.info.status}
+        row = {"run_id": run.info.run_id, "run_status": run.info.status, "end_time": run.info.end_time}
         row.update({f: run.data.params.get(f) for f in RUN_FIELDS})
         row.update({LEGACY_METRICS.get(k, k): v for k, v in run.data.metrics.items()})
         row.update({t: run.data.tags.get(t) for t in TEXT_TAGS + BOOLEAN_TAGS})
         rows.append(row)
-    columns = ["run_id", "run_status", *RUN_FIELDS, *TEXT_TAGS, *BOOLEAN_TAGS]
+    columns = ["run_id", "run_status", "end_time", *RUN_FIELDS, *TEXT_TAGS, *BOOLEAN_TAGS]
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=[*columns, *sorted(c for c in frame.columns if c not in columns)])
     for name in RUN_FIELDS:

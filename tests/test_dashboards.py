@@ -224,3 +224,29 @@ def test_a_sweeps_own_objectives_rank_its_report_front_and_a_leftover_partial_re
     assert "val_accuracy:max,energy_mj_effective:min" in (out / "index.html").read_text()
     assert not leftover.exists() and report["index"] == out / "index.html"
     assert all(Path(f["png"]).parent == out for f in report["figures"])
+
+
+def test_hypervolume_curve_counts_every_trial_epochs_and_only_full_budget_volume():
+    from dashboards.pareto import hypervolume, hypervolume_curve, reference_point
+
+    runs = pd.DataFrame([
+        {"run_id": "r1", "trial_id": "a", "run_status": "FINISHED", "full_budget": True, "early_stopped": False,
+         "val_accuracy": 0.8, "energy_mj": 2.0, "epoch": 16, "end_time": 1},
+        {"run_id": "r3", "trial_id": "c", "run_status": "FINISHED", "full_budget": True, "early_stopped": False,
+         "val_accuracy": 0.6, "energy_mj": 1.0, "epoch": 16, "end_time": 3},
+        {"run_id": "r2", "trial_id": "b", "run_status": "FINISHED", "full_budget": False, "early_stopped": True,
+         "val_accuracy": 0.3, "energy_mj": 0.5, "epoch": 4, "end_time": 2},
+        {"run_id": "r4", "trial_id": "d", "run_status": "RUNNING", "full_budget": False, "early_stopped": False,
+         "val_accuracy": 0.99, "energy_mj": 0.1, "epoch": 3, "end_time": None}])
+    objectives = [("val_accuracy", "max"), ("energy_mj", "min")]
+    # worst full-budget value + 10 % of the range: accuracy 0.6 - 0.02, energy 2.0 + 0.1
+    assert reference_point([(0.8, 2.0), (0.6, 1.0)], [True, False]) == pytest.approx([0.58, 2.1])
+    assert reference_point([(0.5, 0.0)], [True, False]) == pytest.approx([0.45, 0.1])  # no range: 10 % of |v|, or of 1
+    curve = hypervolume_curve(runs, objectives)
+    assert curve["trial_id"].tolist() == ["a", "b", "c"]  # in the order they ended; d has not
+    assert curve["epochs_spent"].tolist() == [16, 20, 36]
+    # a alone: 0.22 x 0.1; b (stopped early) adds none; c adds 0.02 x 1.1 less the 0.02 x 0.1 both cover
+    assert curve["hypervolume"].tolist() == pytest.approx([0.022, 0.022, 0.042])
+    assert curve.attrs["reference"] == pytest.approx({"val_accuracy": 0.58, "energy_mj": 2.1})
+    assert hypervolume([], [True, False], [0.0, 1.0]) == 0.0
+    assert hypervolume_curve(runs.drop(columns="end_time"), objectives).attrs["reference"] is None
