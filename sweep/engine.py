@@ -106,6 +106,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
 def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep:
     """Everything a user can get wrong, checked in the driver before Ray starts; one-line errors."""
     base = resolved_base(space)
+    check_scheduler(space, base)
     check_data(base)
     storage = Path(options.storage or "ray_results").expanduser().resolve()
     check_writable("storage", storage)
@@ -333,6 +334,16 @@ def resolved_base(space: SearchSpace) -> dict:
         if base.get(name):
             base[name] = str(Path(base[name]).expanduser().resolve())
     return base
+
+
+def check_scheduler(space: SearchSpace, base: dict) -> None:
+    """A scheduler whose first rung is not below the trials' budget would never stop one: say so."""
+    if space.scheduler.type == "none":
+        return
+    budget = max_budget(space, base)
+    if space.scheduler.grace_period >= budget:
+        raise InputError("scheduler.grace_period", f"{space.scheduler.grace_period} leaves no rung below the trials' "
+                                                   f"{budget} epochs; allowed: 1 to {budget - 1}")
 
 
 def check_data(base: dict) -> None:

@@ -11,6 +11,7 @@ from ray.tune.schedulers import TrialScheduler
 from sweep.engine import make_sampler, make_scheduler, max_budget, resolved_base
 from sweep.mo_asha import MultiObjectiveASHA, continues, milestones, rung_order
 from sweep.space import load_space
+from slt.errors import InputError
 from sweep.study import FullBudgetOptunaSearch, finished_state
 
 ACC_ENERGY = [True, False]  # validation accuracy (max), energy per image (min)
@@ -99,13 +100,26 @@ def test_results_without_every_objective_are_not_judged(tmp_path):
     assert scheduler.recorded[2]["a"] == {"values": [0.5, 1.0], "continued": True}
 
 
-def test_the_pareto_space_builds_mo_asha_on_its_objectives_and_budget(tmp_path):
-    space, _ = load_space("pareto", "demo", ["scheduler.type=mo_asha"])
+@pytest.mark.parametrize("profile, budget, rungs", [("demo", 16, [4, 8]), ("cpu", 4, [1, 2]),
+                                                    ("full", 100, [10, 20, 40, 80])])
+def test_the_pareto_space_builds_mo_asha_on_its_objectives_and_budget(tmp_path, profile, budget, rungs):
+    space, _ = load_space("pareto", profile, ["scheduler.type=mo_asha"])
     scheduler = make_scheduler(space, max_budget(space, resolved_base(space)), tmp_path / "mo_asha.json")
     assert isinstance(scheduler, MultiObjectiveASHA)
     assert scheduler.objectives == [("val_accuracy", "max"), ("energy_mj", "min")]
-    assert (scheduler.max_t, scheduler.rungs) == (16, [4, 8])
+    assert (scheduler.max_t, scheduler.rungs) == (budget, rungs)
     assert space.energy_each_epoch  # every rung needs the energy of that epoch
+
+
+def test_a_grace_period_without_a_rung_below_the_budget_is_refused_before_anything_runs():
+    from sweep.engine import check_scheduler
+
+    space, _ = load_space("pareto", "demo", ["scheduler.type=mo_asha", "scheduler.grace_period=16"])
+    with pytest.raises(InputError, match=r"^scheduler.grace_period: 16 leaves no rung below the trials' 16 epochs; "
+                                         r"allowed: 1 to 15$"):
+        check_scheduler(space, resolved_base(space))
+    plain, _ = load_space("pareto", "demo", ["scheduler.grace_period=16"])  # no scheduler: nothing to refuse
+    check_scheduler(plain, resolved_base(plain))
 
 
 def _searcher(space):
