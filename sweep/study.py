@@ -31,10 +31,13 @@ def distributions(space) -> dict:
 def finished_state(result: dict | None, error: bool = False) -> TrialState:
     """How an ended trial is told to Optuna: FAIL, COMPLETE at full budget, else PRUNED (stopped early).
 
-    PRUNED is what Optuna 5's samplers handle in multi-objective studies: NSGA-II builds its populations
-    from COMPLETE trials only, GP fits COMPLETE trials only, and TPE counts a PRUNED trial without
-    intermediate values (Ray reports none in multi-objective studies) among the worse ones once any trial
-    is COMPLETE; in single-objective studies TPE ranks PRUNED trials by their last reported value."""
+    PRUNED is what Optuna 5's samplers handle in multi-objective studies (read in their code): NSGA-II
+    builds its populations from COMPLETE trials only, GP fits COMPLETE trials only, and TPE puts a PRUNED
+    trial without intermediate values (Ray reports none in multi-objective studies) in its worse group
+    whenever COMPLETE trials fill its good one (the best 10 % of the trials, at most 25; with fewer
+    COMPLETE trials than that, the earliest PRUNED ones fill the rest). In single-objective studies TPE
+    ranks PRUNED trials by their last reported value. A COMPLETE trial with a short training's values
+    would instead sit in NSGA-II's populations and on the front."""
     if error:
         return TrialState.FAIL
     return TrialState.COMPLETE if result and result.get(FULL_BUDGET_TAG) else TrialState.PRUNED
