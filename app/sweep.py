@@ -38,9 +38,10 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
             raise
         print(f"sweep: error: tracking_uri: {outage}", file=sys.stderr)
         return 1
-    cli.summarise(space, results, record)
-    if not args.no_report:
-        folder = Path(args.reports).resolve() / record["name"]
+    outcome = cli.summarise(space, results, record)
+    folder = None if args.no_report else Path(args.reports).resolve() / record["name"]
+    _describe(space, record, outcome, folder)
+    if folder is not None:
         try:
             _report(space, record, folder)
         except Exception as err:  # the sweep is complete and recorded; only its report is missing
@@ -50,8 +51,25 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
                   f"write it later with: slt report --experiment {space.name} --parent-run {record['parent_run_id']} "
                   f"--tracking-uri {record['tracking_uri']} --out {folder}", file=sys.stderr)
             return 1
-    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000")
+    import runrecord
+
+    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000\n"
+          f"               then open {runrecord.ui_url('http://127.0.0.1:5000', record['experiment_id'], record['name'])}")
     return 0
+
+
+def _describe(space, record: dict, outcome: str, report: Path | None) -> None:
+    """The parent run's description in MLflow: the sweep, its outcome and where its report is."""
+    from mlflow.tracking import MlflowClient
+
+    import runrecord
+    from sweep.tracking import first_line, sweep_description
+
+    text = sweep_description(space, record["space"], outcome, str(report / "index.html") if report else None)
+    try:
+        MlflowClient(record["tracking_uri"]).set_tag(record["parent_run_id"], runrecord.NOTE_TAG, text)
+    except Exception as err:  # the sweep is recorded; only its description is missing
+        print(f"sweep: warning: the parent run's description was not written ({first_line(err)})", file=sys.stderr)
 
 
 def _shut_ray_down() -> int:

@@ -55,6 +55,41 @@ BOOLEAN_TAGS = (FULL_BUDGET_TAG, EARLY_STOPPED_TAG)
 RUN_FIELDS = tuple(TrainConfig.model_fields)  # every run-config field is an MLflow param of the same name
 
 VARIANT = "variant"  # the Tune config key holding one grid variant (grid values and seed)
+DATA_KEY = "data"  # a trial result's description of its dataset (slt.train.TrainingRun.data_description)
+
+# MLflow 3's experiment kind: model training (not GenAI). MLflow 3.17.2's UI decides by its own GenAI / Model
+# training switch, hence ui_url's workflowType; the tag says what the experiment is to MLflow and to later UIs
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+SYMBOLS = {"decay": "λ"}  # how run names write a field (the rest by their own names)
+# The MLflow UI's runs table reads its columns from a shared view: an experiment tag under this prefix, named by
+# the URL's viewStateShareKey (MLflow 3.17; the view state may be plain JSON)
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+SUMMARY_METRICS = ("val_accuracy", "test_accuracy", "energy_mj", "epoch")  # the runs table's metric columns
+
+
+def ui_url(server: str, experiment_id: str, view_key: str | None = None) -> str:
+    """The MLflow UI page of an experiment's runs in the model-training view (MLflow 3.17 opens the GenAI
+    overview unless the URL or the user's last choice says otherwise), with the sweep's columns."""
+    url = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return url + (f"&viewStateShareKey={view_key}" if view_key else "")
+
+
+def trial_run_name(cfg: TrainConfig, searched) -> str:
+    """A child run's name: its method, the values of the fields its sweep varies that this method uses (a
+    dense baseline has no p, an ANN no T or λ), its seed; e.g. 'mpslt p=0.5 λ=0.31 s0' (3 significant digits)."""
+    unused = {"p"} if not cfg.is_ticket else set()
+    unused |= {"q"} if not cfg.method_info.patch_pruning else set()
+    unused |= {"T", "decay"} if not cfg.spiking else set()
+    fields = cfg.model_dump()
+
+    def value(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    shown = [f"{SYMBOLS.get(name, name)}={value(fields[name])}" for name in dict.fromkeys(searched)
+             if name not in ("method", "seed", *unused) and fields.get(name) is not None]
+    return " ".join([cfg.method, *shown, f"s{cfg.seed}"])
 
 
 def objectives_text(objectives) -> str:

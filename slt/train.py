@@ -307,6 +307,23 @@ class TrainingRun:
         self.history.append(metrics)
         return metrics
 
+    def data_description(self) -> dict:
+        """What the run trained and was scored on: the dataset's name (with its subset), where it was read,
+        a digest of the three splits' contents (sha256 of inputs and labels, 16 hex digits) and their sizes."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for split in (self.train_split, self.val_split, self.test_split):
+            digest.update(split.inputs.cpu().contiguous().numpy().tobytes())
+            digest.update(split.labels.cpu().contiguous().numpy().tobytes())
+        cfg = self.cfg
+        name = cfg.dataset + (f"-{cfg.label_kind}" if cfg.dataset == "cifar100" else "")
+        name += f" subset {cfg.subset}" if cfg.subset else ""
+        name += f" {cfg.image_size}px" if cfg.dataset == "digits" and cfg.image_size else ""
+        return {"name": name, "source": cfg.data_dir or f"sklearn.datasets.load_{cfg.dataset}",
+                "digest": digest.hexdigest()[:16], "train": len(self.train_split), "validation": len(self.val_split),
+                "test": len(self.test_split)}
+
     def summary(self) -> dict:
         """Final figures of the run so far: validation and test accuracy (and the ticket's before later
         phases), sparsity, tokens."""

@@ -6,7 +6,7 @@ The scripts run app.sweep.main, which runs the sweep (here) and then writes its 
 import argparse
 import logging
 
-from runrecord import ACCURACY, FULL_BUDGET_TAG, run_fields
+from runrecord import ACCURACY, FULL_BUDGET_TAG, run_fields, trial_run_name
 from slt.errors import InputError
 from sweep.space import PROFILES, load_space
 
@@ -47,17 +47,28 @@ def run(args: argparse.Namespace):
     return space, results, record
 
 
-def summarise(space, results, record) -> None:
+def summarise(space, results, record) -> str:
+    """Print the sweep's outcome; returns the line on its best trial (chosen on validation) or its front."""
     failed = [r for r in results if r.error]
     print(f"\nsweep {record['name']}: {len(results)} trials, {len(failed)} failed")
     full = [r for r in results if not r.error and r.metrics and r.metrics.get(FULL_BUDGET_TAG)]
+    outcome = f"{len(results)} trials, {len(full)} at full budget, {len(failed)} failed"
     if not space.multi_objective and full:  # the best full-budget trial, chosen on validation
         objective = space.objectives[0]
         sign = 1 if objective.mode == "max" else -1
         best = max(full, key=lambda r: sign * r.metrics[objective.metric])
         print(f"best {objective.metric} = {best.metrics[objective.metric]:.4f} (its {ACCURACY} "
               f"{best.metrics[ACCURACY]:.4f}) with {run_fields(best.config)}")
+        from slt.config import make_config
+        from sweep.engine import searched_fields
+
+        name = trial_run_name(make_config(**run_fields(best.config)), searched_fields(space))
+        outcome += (f"; best on validation: run `{name}`, {objective.metric} {best.metrics[objective.metric]:.4f}, "
+                    f"its {ACCURACY} {best.metrics[ACCURACY]:.4f}")
+    elif space.multi_objective:
+        outcome += "; the Pareto front of the full-budget trials is in the report's pareto.csv"
     print(f"Tune results:  {record['sweep_dir']}")
     print(f"MLflow:        {record['tracking_uri']} (experiment {space.name!r}, parent run {record['parent_run_id']})")
     print(f"Optuna study:  {record['optuna_storage']} (study {record['name']!r}; "
           f"optuna-dashboard {record['optuna_storage']} --host 127.0.0.1)")
+    return outcome

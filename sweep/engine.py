@@ -30,7 +30,8 @@ from slt.errors import InputError
 from sweep.space import SearchSpace
 from sweep.study import FullBudgetOptunaSearch, OptunaStudyExport
 from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, close_running_children, deliver,
-                            experiment_id, find_parent_run, first_line, sweep_tags, write_json)
+                            experiment_id, find_parent_run, first_line, share_columns, sweep_description, sweep_tags,
+                            write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 SCHEDULER_FILE = "mo_asha.json"  # beside it: MO-ASHA's rungs, which a resumed sweep reads back
@@ -144,6 +145,8 @@ def open_parent_run(sweep: Sweep) -> None:
                 sweep.client.delete_tag(parent_id, runrecord.REASON_TAG)
             return
         experiment = experiment_id(sweep.client, sweep.space.name)
+        share_columns(sweep.client, experiment, sweep.record["name"], searched_fields(sweep.space),
+                      [o.metric for o in sweep.space.objectives])
         parent_id = find_parent_run(sweep.client, experiment, sweep.record["name"]) or create_parent_run(sweep, experiment)
     except Exception as err:  # a read-only database, a server refusing writes: nothing has started yet
         raise InputError("tracking_uri", f"cannot write to MLflow at {sweep.tracking_uri} ({first_line(err)})") from None
@@ -153,7 +156,9 @@ def open_parent_run(sweep: Sweep) -> None:
 
 def create_parent_run(sweep: Sweep, experiment: str) -> str:
     space = sweep.space
-    parent = sweep.client.create_run(experiment, run_name=sweep.sweep_dir.name, tags={
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parent = sweep.client.create_run(experiment, run_name=f"{space.name} {sweep.info['profile']} {started}", tags={
+        runrecord.NOTE_TAG: sweep_description(space, sweep.info),
         **sweep_tags(sweep.sweep_dir.name, space.name, sweep.info), "overrides": " ".join(sweep.info["overrides"]),
         "storage": str(sweep.sweep_dir), "algorithm": space.search.algorithm,
         "sampler": space.search.sampler if space.search.algorithm == "optuna" else "",
@@ -268,7 +273,8 @@ def build_or_restore_tuner(sweep: Sweep):
 
     space, record = sweep.space, sweep.record
     callbacks = [MlflowSweepCallback(sweep.tracking_uri, record["experiment_id"], record["parent_run_id"],
-                                     sweep_tags(record["name"], space.name, sweep.info)),  # bound: OUTAGE_ENV
+                                     sweep_tags(record["name"], space.name, sweep.info),  # bound: OUTAGE_ENV
+                                     searched=searched_fields(space)),
                  OptunaStudyExport(sweep.optuna_storage, record["name"], space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if sweep.options.resume and tune.Tuner.can_restore(str(sweep.tune_dir)):
@@ -357,6 +363,12 @@ def latest_sweep(storage: Path, prefix: str) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def searched_fields(space: SearchSpace) -> tuple[str, ...]:
+    """The run-config fields the sweep varies (searched, and set by `include`), and `seed` with repeats."""
+    names = [*space.searched, *(name for extra in space.include for name in extra)]
+    return tuple(dict.fromkeys([*names, *(["seed"] if space.repeats > 1 else [])]))
+
+
 def grid_variants(space: SearchSpace) -> list[dict]:
     """Every configuration of the grid parameters plus `include`, each repeated over seeds 0..repeats-1."""
     grids = {k: v.values for k, v in space.searched.items() if v.grid}
@@ -390,7 +402,8 @@ def seed_points(space: SearchSpace) -> list[dict]:
         return []
     name, parameter = continuous[0]
     step = (parameter.high - parameter.low) / given
-    return [{name: parameter.low + step * (i + 0.5)} for i in range(given)]  # cell midpoints, inside the bounds
+    # cell midpoints, inside the bounds (rounded: 0.5, not 0.49999999999999994, in run names and tables)
+    return [{name: round(parameter.low + step * (i + 0.5), 12)} for i in range(given)]
 
 
 def make_sampler(space: SearchSpace):

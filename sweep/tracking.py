@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -165,10 +165,55 @@ def find_parent_run(client: MlflowClient, experiment: str, sweep: str) -> str | 
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: str | None = None) -> str:
+    """The experiment's id, made if need be; it is marked a model-training experiment so that MLflow 3's UI
+    opens it on its runs, not on the GenAI trace overview (an experiment of an older sweep is marked now,
+    one a user gave another kind keeps it)."""
+    kind = {runrecord.EXPERIMENT_KIND_TAG: runrecord.MODEL_TRAINING_KIND}
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root)
+    if found is None:
+        return client.create_experiment(name, artifact_location=artifact_root, tags=kind)
+    if runrecord.EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, *next(iter(kind.items())))
+    return found.experiment_id
+
+
+def share_columns(client: MlflowClient, experiment: str, key: str, searched, objectives) -> None:
+    """A shared view of the experiment's runs table (an experiment tag the UI opens with ?viewStateShareKey=key):
+    the dataset, the sweep's searched fields and method/seed as param columns, its objectives and accuracy,
+    energy and epochs as metric columns (the last values), in that order."""
+    params = [f"params.`{name}`" for name in dict.fromkeys(["method", *searched, "seed"])]
+    metrics = [f"metrics.`{name}`" for name in dict.fromkeys([*objectives, *runrecord.SUMMARY_METRICS])]
+    columns = ["attributes.`Dataset`", *params, *metrics]
+    # the default order (newest first) keeps the trials under their sweep; sorted by a metric the UI lists them flat
+    view = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns]}
+    client.set_experiment_tag(experiment, f"{runrecord.SHARED_VIEW_TAG}{key}", json.dumps(view))
+
+
+def dataset_input(data: dict) -> DatasetInput:
+    """A trial's dataset (runrecord.DATA_KEY of its results) as an MLflow dataset input: name, source, digest,
+    and the sizes of its training / validation / test splits as the profile the UI shows."""
+    profile = {"num_rows": data["train"], **{split: data[split] for split in ("train", "validation", "test")}}
+    dataset = Dataset(name=data["name"], digest=data["digest"], source_type="local",
+                      source=json.dumps({"uri": data["source"]}), profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def sweep_description(space, info: dict, best: str | None = None, report: str | None = None) -> str:
+    """The parent run's description (Markdown, MLflow's note): search space, objectives, the trial chosen on
+    validation with its test accuracy, and where the report is."""
+    searched = ", ".join(f"`{name}` {p.type}" + (f" {p.values}" if hasattr(p, "values") else f" [{p.low}, {p.high}]")
+                         for name, p in space.searched.items()) or "none"
+    lines = [f"**{space.name}** ({info['profile']} profile): {space.description or 'a sweep'}", "",
+             f"- search space `{info['file']}`; searched: {searched}; "
+             f"{space.search.algorithm}" + (f" ({space.search.sampler})" if space.search.algorithm == "optuna" else ""),
+             f"- objectives: {runrecord.objectives_text((o.metric, o.mode) for o in space.objectives)} "
+             "(validation; test accuracy is recorded, never chooses)",
+             f"- scheduler: {space.scheduler.type}; {space.num_samples} samples, {space.max_concurrent} at once"]
+    if best:
+        lines.append(f"- {best}")
+    if report:
+        lines.append(f"- report: `{report}` (also the `report/` artifacts of this run)")
+    return "\n".join(lines)
 
 
 class MlflowSweepCallback(tune.Callback):
@@ -176,22 +221,25 @@ class MlflowSweepCallback(tune.Callback):
     answer they are held and retried (the trials go on), for up to `outage_limit_s` seconds."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, tags: dict[str, str],
-                 outage_limit_s: float = 600.0):
+                 outage_limit_s: float = 600.0, searched: tuple[str, ...] = ()):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.tags = tags
         self.outage_limit_s = outage_limit_s
+        self.searched = tuple(searched)  # the fields the sweep varies: they name the child runs
         self._client = None
         self._outbox = None
         self._runs: dict[str, str] = {}  # trial_id -> MLflow run id
         self._steps: dict[str, set[int]] = {}  # run id -> epochs already logged (a resumed trial may repeat one)
+        self._datasets: set[str] = set()  # run ids whose dataset input is logged
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment state; clients are not picklable
-        return {**self.__dict__, "_client": None, "_outbox": None, "_runs": {}, "_steps": {}}
+        return {**self.__dict__, "_client": None, "_outbox": None, "_runs": {}, "_steps": {}, "_datasets": set()}
 
     def __setstate__(self, state):  # Tuner.restore brings back the pickled callback, maybe an older version's
-        self.__dict__.update({"outage_limit_s": 600.0, **state, "_client": None, "_outbox": None})
+        self.__dict__.update({"outage_limit_s": 600.0, "searched": (), **state, "_client": None, "_outbox": None,
+                              "_datasets": set()})
 
     @property
     def outbox(self) -> Outbox:
@@ -226,7 +274,8 @@ class MlflowSweepCallback(tune.Callback):
         existing = self.client.search_runs(
             [self.experiment], filter_string=f"tags.{TRIAL_TAG} = '{trial.trial_id}' and "
                                              f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'", max_results=1)
-        params = make_config(**runrecord.run_fields(trial.config)).model_dump()  # every field, defaults included
+        cfg = make_config(**runrecord.run_fields(trial.config))
+        params = cfg.model_dump()  # every field, defaults included
         if existing:  # a resumed or restarted trial: its run goes on, and no longer says why it stopped
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
@@ -235,7 +284,8 @@ class MlflowSweepCallback(tune.Callback):
                 self.client.delete_tag(run_id, runrecord.REASON_TAG)
             logged = existing[0].data.params  # made, but its params never arrived (an outage in between)
         else:
-            run = self.client.create_run(self.experiment, run_name=f"{trial.trial_id}", tags={
+            name = runrecord.trial_run_name(cfg, self.searched)
+            run = self.client.create_run(self.experiment, run_name=name, tags={
                 **self.tags, PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id,
                 runrecord.STATUS_TAG: "running",
                 "method": str(params.get("method", "")), "model": str(params.get("model", ""))})
@@ -278,6 +328,14 @@ class MlflowSweepCallback(tune.Callback):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         values, timestamp = dict(result), int(result.get("timestamp", 0) * 1000)
         self._send(lambda: self._log_epoch(self._run_id(trial), values, step, timestamp))
+        if isinstance(data := result.get(runrecord.DATA_KEY), dict):
+            self._send(lambda: self._log_dataset(self._run_id(trial), data))
+
+    def _log_dataset(self, run_id: str, data: dict) -> None:
+        """The run's dataset input, once (MLflow keeps one input per dataset and run; a resume re-sends it)."""
+        if run_id not in self._datasets:
+            self.client.log_inputs(run_id, datasets=[dataset_input(data)])
+            self._datasets.add(run_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}

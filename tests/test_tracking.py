@@ -213,3 +213,56 @@ def test_a_callback_pickled_by_an_older_version_is_restored_with_the_new_default
     assert restored.outbox.limit_s == 42.0 and pickle.loads(pickle.dumps(restored)).outage_limit_s == 600.0
     restored.on_trial_start(0, [], trial("t9"))
     assert [r.data.tags[runrecord.TRIAL_TAG] for r in children(store)] == ["t9"]
+
+
+DATA = {"name": "digits 16px", "source": "sklearn.datasets.load_digits", "digest": "beb5e0ad916885a1",
+        "train": 1295, "validation": 143, "test": 359}
+
+
+def test_child_runs_are_named_by_what_they_are_and_log_their_dataset_once(store):
+    callback = MlflowSweepCallback(store.uri, store.experiment, store.parent, TAGS, searched=("p", "decay"))
+    callback.on_trial_start(0, [], trial("t1"))
+    for n in (1, 2):
+        callback.on_trial_result(0, [], trial("t1"), {**epoch(n), runrecord.DATA_KEY: DATA})
+    # a driver restarted after a kill sends it again: MLflow keeps one input per dataset and run
+    again = MlflowSweepCallback(store.uri, store.experiment, store.parent, TAGS, searched=("p", "decay"))
+    again.on_trial_result(0, [], trial("t1"), {**epoch(3), runrecord.DATA_KEY: DATA})
+    (run,) = children(store)
+    assert run.info.run_name == "slt p=0.7 λ=0.5 s1"  # an SNN ticket: its p and λ (the default), its seed
+    (data,) = run.inputs.dataset_inputs
+    assert (data.dataset.name, data.dataset.digest) == ("digits 16px", "beb5e0ad916885a1")
+    assert json.loads(data.dataset.profile) == {"num_rows": 1295, "train": 1295, "validation": 143, "test": 359}
+    assert json.loads(data.dataset.source) == {"uri": "sklearn.datasets.load_digits"}
+    assert [t.value for t in data.tags if t.key == "mlflow.data.context"] == ["training"]
+    assert steps(store, run.info.run_id) == [1, 2, 3]
+
+
+def test_run_names_leave_out_what_a_method_does_not_use():
+    from slt.config import make_config
+
+    searched = ("method", "p", "T", "decay", "seed")
+    assert runrecord.trial_run_name(make_config(method="ann", p=0.3, seed=2), searched) == "ann s2"
+    assert runrecord.trial_run_name(make_config(method="snn", T=6, decay=0.25), searched) == "snn T=6 λ=0.25 s0"
+    assert runrecord.trial_run_name(make_config(method="lt", p=1 / 3), searched) == "lt p=0.333 s0"
+    assert runrecord.trial_run_name(make_config(method="mpslt", p=0.5, decay=0.31), ()) == "mpslt s0"
+
+
+def test_experiments_are_marked_model_training_and_get_the_sweep_s_columns(store):
+    from sweep.tracking import experiment_id, share_columns
+
+    made = experiment_id(store.client, "fresh")
+    assert store.client.get_experiment(made).tags[runrecord.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment_id(store.client, "toy") == store.experiment  # an older sweep's experiment is marked now
+    assert store.client.get_experiment(store.experiment).tags[runrecord.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    store.client.set_experiment_tag(made, runrecord.EXPERIMENT_KIND_TAG, "genai_development")
+    experiment_id(store.client, "fresh")  # a kind the user chose is kept
+    assert store.client.get_experiment(made).tags[runrecord.EXPERIMENT_KIND_TAG] == "genai_development"
+    share_columns(store.client, made, "pareto-demo-1", ("p", "T"), ["val_accuracy", "energy_mj_effective"])
+    view = json.loads(store.client.get_experiment(made).tags["mlflow.sharedViewState.pareto-demo-1"])
+    assert view["selectedColumns"] == [
+        "attributes.`Dataset`", "params.`method`", "params.`p`", "params.`T`", "params.`seed`",
+        "metrics.`val_accuracy`", "metrics.`energy_mj_effective`", "metrics.`test_accuracy`", "metrics.`energy_mj`",
+        "metrics.`epoch`"]
+    assert view["columnOrder"] == ["attributes.`Run Name`", *view["selectedColumns"]]
+    assert runrecord.ui_url("http://127.0.0.1:5000/", "7", "pareto-demo-1") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=pareto-demo-1")

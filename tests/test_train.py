@@ -126,3 +126,18 @@ def test_auto_neuron_backend_compiles_only_where_it_pays(digits):
     assert resolve_neuron_backend(make_config(**TINY, neuron_backend="fused"), lambda: 1.0) == "fused"
     assert short.run_epoch() and short.summary()["neuron_backend"] == "spikingjelly"
     assert TrainingRun(make_config(**TINY, method="ann"), digits).neuron_backend is None
+
+
+def test_data_description_names_the_splits_and_their_content():
+    from slt.config import make_config
+    from slt.train import TrainingRun
+
+    small = TrainingRun(make_config(dataset="digits", image_size=16, width=0.125, subset=100))
+    described = small.data_description()
+    assert {k: described[k] for k in ("name", "source", "train", "validation", "test")} == {
+        "name": "digits subset 100 16px", "source": "sklearn.datasets.load_digits", "train": 90, "validation": 10,
+        "test": 100}
+    same = TrainingRun(make_config(dataset="digits", image_size=16, width=0.125, subset=100, seed=3))
+    other = TrainingRun(make_config(dataset="digits", image_size=16, width=0.125, subset=120))
+    # the digest follows the images and labels: the same for another seed (fixed splits), new for another subset
+    assert same.data_description()["digest"] == described["digest"] != other.data_description()["digest"]

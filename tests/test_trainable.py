@@ -61,6 +61,10 @@ def test_a_whole_trial_reports_every_epoch_and_ends_with_its_record(monkeypatch,
     record = json.loads((Path(tune.checkpoint.path) / runrecord.METRICS_FILE).read_text())
     assert [h["epoch"] for h in record["history"]] == [1, 2] and record["total_epochs"] == 2
     assert record["test_accuracy"] == tune.reports[-1]["test_accuracy"]
+    # every result says what was trained on (the sweep logs it as the run's MLflow dataset input)
+    data = [r[runrecord.DATA_KEY] for r in tune.reports]
+    assert data[0] == data[1] and (data[0]["train"], data[0]["validation"]) == (record["train_size"], record["val_size"])
+    assert data[0]["test"] == record["test_size"] and len(data[0]["digest"]) == 16
 
 
 def test_energy_only_after_the_last_epoch_when_nothing_reads_it_before(monkeypatch, tmp_path):

@@ -93,17 +93,19 @@ def train_ticket(config: dict) -> None:
     state_file = latest_state_file(options.progress_dir)
     if state_file is not None:
         run.load_state_dict(torch.load(state_file, weights_only=True))
+    data = run.data_description()  # logged by the sweep as the run's MLflow dataset input
     if state_file is not None and run.done:  # the driver died before it saw the final result: report it again
-        _report(run, run.history[-1], options)
+        _report(run, run.history[-1], options, data)
     while not run.done:
-        _report(run, run.run_epoch(), options)
+        _report(run, run.run_epoch(), options, data)
 
 
-def _report(run: TrainingRun, epoch: dict, options: Options) -> None:
+def _report(run: TrainingRun, epoch: dict, options: Options, data: dict) -> None:
     """tune.report one epoch's metrics, with a checkpoint every `checkpoint_every` epochs and at the end."""
     measure = run.done or options.energy_each_epoch
     energy = run.energy(batch=options.energy_batch, opcounter=run.done) if measure else None
-    result = runrecord.epoch_metrics(epoch, run.total_epochs, energy, pruned_fraction(run.model))
+    result = {**runrecord.epoch_metrics(epoch, run.total_epochs, energy, pruned_fraction(run.model)),
+              runrecord.DATA_KEY: data}
     if not run.done and run.epoch % options.checkpoint_every:
         tune.report(result)
         return
