@@ -185,7 +185,8 @@ def share_columns(client: MlflowClient, experiment: str, key: str, searched, obj
     metrics = [f"metrics.`{name}`" for name in dict.fromkeys([*objectives, *runrecord.SUMMARY_METRICS])]
     columns = ["attributes.`Dataset`", *params, *metrics]
     # the default order (newest first) keeps the trials under their sweep; sorted by a metric the UI lists them flat
-    view = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns]}
+    view = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns],
+            "columnWidths": {"attributes.`Run Name`": 250}}  # 'mpslt p=0.5 λ=0.31 s0' whole
     client.set_experiment_tag(experiment, f"{runrecord.SHARED_VIEW_TAG}{key}", json.dumps(view))
 
 

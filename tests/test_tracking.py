@@ -264,5 +264,6 @@ def test_experiments_are_marked_model_training_and_get_the_sweep_s_columns(store
         "metrics.`val_accuracy`", "metrics.`energy_mj_effective`", "metrics.`test_accuracy`", "metrics.`energy_mj`",
         "metrics.`epoch`"]
     assert view["columnOrder"] == ["attributes.`Run Name`", *view["selectedColumns"]]
+    assert view["columnWidths"] == {"attributes.`Run Name`": 250}
     assert runrecord.ui_url("http://127.0.0.1:5000/", "7", "pareto-demo-1") == (
         "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=pareto-demo-1")
