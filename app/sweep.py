@@ -53,8 +53,12 @@ def main(default_space: str, argv: list[str] | None = None) -> int:
             return 1
     import runrecord
 
-    print(f"MLflow UI:     mlflow ui --backend-store-uri {record['tracking_uri']} --host 127.0.0.1 --port 5000\n"
-          f"               then open {runrecord.ui_url('http://127.0.0.1:5000', record['experiment_id'], record['name'])}")
+    uri = record["tracking_uri"]
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        print(f"MLflow UI:     open {runrecord.ui_url(uri, record['experiment_id'], record['name'])}")
+    else:
+        print(f"MLflow UI:     mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              f"               then open {runrecord.ui_url('http://127.0.0.1:5000', record['experiment_id'], record['name'])}")
     return 0
 
 

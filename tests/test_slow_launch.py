@@ -346,13 +346,15 @@ def test_compose_topology_as_local_processes(tmp_path, procs, scratch):
     tracking = f"http://127.0.0.1:{mlflow_port}"
     output = submit_job(procs, env, dashboard, "sweep-compose-topology", storage, tracking)
     assert "2 trials, 0 failed" in output
+    assert f"MLflow UI:     open {tracking}/#/experiments/" in output  # the tracking server is the UI
     sweep = check_sweep(storage, tracking)
 
     # The two trials ran one on each node (1 CPU each, 2 concurrent trials). Ray's state API answers from
     # what it has gathered so far (on a loaded machine once with no actors at all): ask until it knows them.
     def trial_nodes():
         actors = ray_json(["list", "actors", "--address", f"{node_ip}:{gcs}", "--detail", "--limit", "1000"], env)
-        seen = {a["node_id"] for a in actors if a["class_name"] == "ImplicitFunc"}
+        # Ray names the class "ImplicitFunc" or "wrap_function.<locals>.ImplicitFunc", depending on how it pickled it
+        seen = {a["node_id"] for a in actors if a["class_name"].rsplit(".", 1)[-1] == "ImplicitFunc"}
         return seen if len(seen) >= 2 else None
 
     found = wait_until(trial_nodes, timeout=60, interval=3, what="the two trials' actors on two nodes in Ray's state API")
