@@ -199,7 +199,7 @@ def main(argv=None) -> None:
     if args.record:
         record(processes=args.processes)
 
-    from dashboards.pareto import reference_point
+    from dashboards.pareto import hypervolume, reference_point
     from sweep.mo_asha import milestones
     from sweep.space import load_space
 
@@ -212,7 +212,7 @@ def main(argv=None) -> None:
     runs = {kind: [search(response, durations, kind, seed, budget, tuple(args.set)) for seed in range(args.searches)]
             for kind in ("full", "mo_asha", "random")}
     curves = {kind: [hypervolume_by_epoch(events, reference, budget) for events in found] for kind, found in runs.items()}
-    grid_front = hypervolume_of_grid(finals, reference)
+    grid_front = hypervolume(finals, [True, False], reference)
     print(f"# pareto demo response recorded per epoch on a {len(grid())}-point (p, T, λ) grid, {EPOCHS} epochs "
           f"({RESPONSE_FILE.name}); {args.searches} sampler seeds; full budget = {args.trials} trials = {budget} epochs")
     print(f"# hypervolume (moocore) of the full-budget front, reference point: validation accuracy "
@@ -235,12 +235,6 @@ def main(argv=None) -> None:
     asha_reach = sorted((first_epoch_at(c, 0.95 * f) or math.inf) / budget for c, f in zip(curves["mo_asha"], final))
     print(f"MO-ASHA epoch ratio to 0.95 of the full-budget search's final hypervolume: median "
           f"{statistics.median(asha_reach):.2f} (goal <= 0.50)")
-
-
-def hypervolume_of_grid(finals: list, reference) -> float:
-    from dashboards.pareto import hypervolume
-
-    return hypervolume(finals, [True, False], reference)
 
 
 if __name__ == "__main__":

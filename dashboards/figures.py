@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from dashboards.pareto import hypervolume_curve
+from dashboards.pareto import hypervolume_curve, reference_text
 from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, TRIAL_TAG, VAL_ACCURACY, comparable,
                        finished_full_budget)
 from slt.config import TRANSFORMERS
@@ -327,7 +327,7 @@ def _hypervolume_spec(pareto: pd.DataFrame | None) -> Spec | None:
     if len(stopped):
         layers.append(Points(f"after an early-stopped trial ({len(stopped)}): epochs spent, no volume", "#555555",
                              *xy(stopped), hover(stopped), marker="x"))
-    reference = ", ".join(f"{name} {value:.4g}" for name, value in curve.attrs["reference"].items())
+    reference = reference_text(curve)
     return Spec("hypervolume", "Hypervolume of the full-budget front vs epochs spent",
                 f"epochs spent by all trials (reference point: {reference})", "hypervolume", layers)
 

@@ -103,3 +103,8 @@ def hypervolume_curve(table: pd.DataFrame, objectives: list[tuple[str, str]]) ->
                             for i in range(len(ended))]
     curve.attrs["reference"] = dict(zip(names, map(float, reference)))
     return curve.reset_index(drop=True)
+
+
+def reference_text(curve: pd.DataFrame) -> str:
+    """A hypervolume curve's reference point as 'val_accuracy 0.58, energy_mj 2.1' (figure and index)."""
+    return ", ".join(f"{name} {value:.4g}" for name, value in curve.attrs["reference"].items())

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
 from dashboards.figures import write_figures
-from dashboards.pareto import hypervolume_curve, pareto_table
+from dashboards.pareto import hypervolume_curve, pareto_table, reference_text
 from dashboards.runs import energy_layers, load_runs
 from dashboards.tables import write_tables
 from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
@@ -84,7 +84,7 @@ def _hypervolume_text(pareto) -> str:
     curve = hypervolume_curve(pareto, pareto.attrs["objectives"])
     if curve.attrs["reference"] is None:
         return ""
-    reference = ", ".join(f"{name} {value:.4g}" for name, value in curve.attrs["reference"].items())
+    reference = reference_text(curve)
     last = curve.iloc[-1]
     return (f"; hypervolume {last['hypervolume']:.4g} after {last['epochs_spent']:.0f} epochs of all trials "
             f"(moocore; reference point {html.escape(reference)}: each objective's worst full-budget value + 10 % "
