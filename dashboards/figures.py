@@ -341,7 +341,7 @@ def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
     p is shown at the p nearest 0.5 (as the paper's tables). Rows: methods in slt.methods order."""
     present = [m for m in ENERGY_METRICS if m in runs and runs[m].notna().any()]
     rows = comparable(runs, tuple(present))
-    if rows.empty:
+    if rows.empty or not present:  # (runs that recorded no energy estimate)
         return pd.DataFrame()
     if "p" in rows:  # every run records p (a default for dense methods): only tickets are told apart by it
         dense = rows["method"].map(lambda m: m not in METHODS or METHODS[m].ticket is None)
@@ -388,16 +388,39 @@ def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | N
                 ENERGY + ", log scale", [Bars(names, series, log=True)])
 
 
+def _learning_spec(rows: pd.DataFrame, history: pd.DataFrame | None, colors: dict[str, str]) -> Spec | None:
+    """Validation accuracy after every epoch, mean ± std over seeds per configuration (the series of the
+    accuracy curves, with p, q, T or λ splitting them where a grid holds few values): the plateau check."""
+    if history is None or history.empty:
+        return None
+    by = series_columns(rows, "epoch")
+    data = (history.merge(rows[["run_id", *by]], on="run_id").groupby([*by, "epoch"], dropna=False)[VAL_ACCURACY]
+            .agg(mean="mean", std="std", n="count").reset_index())
+    layers = []
+    for i, (keys, group) in enumerate(data.groupby(by, sort=True, dropna=False)):
+        label = _label(dict(zip(by, keys if isinstance(keys, tuple) else (keys,))))
+        hover = [f"{label}<br>epoch {e}<br>validation accuracy = {m:.4f}" + (f" ± {s:.4f}" if n > 1 else "")
+                 + f"<br>n = {n}" for e, m, s, n in zip(group["epoch"], group["mean"], group["std"], group["n"])]
+        layers.append(Curve(label, _color_of(label, colors, i), group["epoch"].to_numpy(float),
+                            group["mean"].to_numpy(float), group["std"].to_numpy(float), group["n"].to_numpy(int),
+                            hover))
+    return Spec("learning_curves", "Learning curves: validation accuracy per epoch (mean ± std over seeds)",
+                "epoch", VAL_AXIS, layers)
+
+
 def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None,
-                 layers: tuple[pd.Series, list[dict]] | None = None) -> list[Spec]:
+                 layers: tuple[pd.Series, list[dict]] | None = None,
+                 history: pd.DataFrame | None = None) -> list[Spec]:
     """The figures the data supports, each as aggregated data ready to render. Trial order (the colour
-    of sampled λ) is the order of trial ids, over every run including failed ones."""
+    of sampled λ) is the order of trial ids, over every run including failed ones. `history`
+    (dashboards.runs.epoch_history) adds the learning curves."""
     rows = comparable(runs)
     colors = _colors(runs)
     order = pd.Series(range(len(runs)), index=runs.sort_values("trial_id", kind="stable").index
                       if "trial_id" in runs else runs.index)
     specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
-    specs += _balance_specs(rows) + [_pareto_spec(pareto), _hypervolume_spec(pareto), _energy_models_spec(runs), _energy_layers_spec(layers)]
+    specs += _balance_specs(rows) + [_pareto_spec(pareto), _hypervolume_spec(pareto), _energy_models_spec(runs),
+                                     _energy_layers_spec(layers), _learning_spec(rows, history, colors)]
     return [spec for spec in specs if spec is not None]
 
 
@@ -540,19 +563,21 @@ def _html(spec: Spec, path: Path) -> None:
 
 
 def write_figures(runs: pd.DataFrame, pareto: pd.DataFrame | None, out_dir: Path,
-                  layers: tuple[pd.Series, list[dict]] | None = None) -> list[dict]:
+                  layers: tuple[pd.Series, list[dict]] | None = None,
+                  history: pd.DataFrame | None = None) -> list[dict]:
     """Write every figure the data supports as NAME.png (matplotlib) and NAME.html (plotly, offline) into
     `out_dir` (created; existing files of the same names are replaced).
 
     `runs`: dashboards.runs.load_runs's table; `pareto`: dashboards.pareto.pareto_table's, or None.
     Returns one {"name", "title", "png", "html"} per figure, in a fixed order: accuracy vs p, q, T, λ,
     the (p, q) balance heatmap(s), the accuracy/energy Pareto scatter, the energy estimates per method, and
-    with `layers` (dashboards.runs.energy_layers) the per-layer energy of the trial best on validation.
+    with `layers` (dashboards.runs.energy_layers) the per-layer energy of the trial best on validation,
+    and with `history` (dashboards.runs.epoch_history) the learning curves.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for spec in figure_specs(runs, pareto, layers):
+    for spec in figure_specs(runs, pareto, layers, history):
         png, html = out_dir / f"{spec.name}.png", out_dir / f"{spec.name}.html"
         _png(spec, png)
         _html(spec, html)

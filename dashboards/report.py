@@ -9,11 +9,13 @@ from mlflow.tracking import MlflowClient
 
 from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
-from dashboards.figures import write_figures
+from dashboards.figures import series_columns, write_figures
 from dashboards.pareto import hypervolume_curve, pareto_table, reference_text
-from dashboards.runs import energy_layers, load_runs
+from dashboards.plateau import PLATEAU_POINTS, WINDOW, plateau_table
+from dashboards.plateau import to_markdown as plateau_markdown
+from dashboards.runs import energy_layers, epoch_history, load_runs
 from dashboards.tables import write_tables
-from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
+from runrecord import PARETO_OBJECTIVES, VAL_ACCURACY, comparable, finished_full_budget, objectives_text
 from slt.errors import InputError
 
 
@@ -50,7 +52,7 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
             "pareto_csv": out / "pareto.csv" if written["pareto"] is not None else None,
             "figures": [{**f, "png": moved(f["png"]), "html": moved(f["html"])} for f in written["figures"]],
             "tables": [{**t, **{k: moved(t[k]) for k in ("csv", "md", "tex")}} for t in written["tables"]],
-            "claims": written["claims"], "parent_run_id": parent.info.run_id}
+            "claims": written["claims"], "plateau": written["plateau"], "parent_run_id": parent.info.run_id}
 
 
 def front_objectives(parent) -> list[tuple[str, str]]:
@@ -68,15 +70,23 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
     if all(name in runs.columns for name, _ in objectives):
         pareto = pareto_table(runs, objectives)
         pareto.to_csv(out / "pareto.csv", index=False)
-    figures = write_figures(runs, pareto, out, energy_layers(tracking_uri, runs))
+    history = epoch_history(tracking_uri, runs)
+    figures = write_figures(runs, pareto, out, energy_layers(tracking_uri, runs), history)
+    plateau = plateau_table(runs, history, series_columns(comparable(runs, (VAL_ACCURACY,)), "epoch"))
+    if not plateau.empty:
+        plateau.to_csv(out / "plateau.csv", index=False)
+        (out / "plateau.md").write_text(f"Did training level off? Validation accuracy gained over the last quarter "
+                                        f"of the epochs; plateau: < {PLATEAU_POINTS:g} point (dashboards/plateau.py)"
+                                        "\n\n" + plateau_markdown(plateau))
     tables = write_tables(runs, out)
     claims = claim_table(runs)
     if not claims.empty:
         claims.to_csv(out / "claims.csv", index=False)
         (out / "claims.md").write_text("The paper's claims on this sweep's runs (dashboards/claims.py)\n\n"
                                        + claims_markdown(claims))
-    (out / "index.html").write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, out))
-    return {"pareto": pareto, "figures": figures, "tables": tables, "claims": claims}
+    (out / "index.html").write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, plateau,
+                                                out))
+    return {"pareto": pareto, "figures": figures, "tables": tables, "claims": claims, "plateau": plateau}
 
 
 def _hypervolume_text(pareto) -> str:
@@ -91,7 +101,7 @@ def _hypervolume_text(pareto) -> str:
             "of its range)")
 
 
-def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: Path) -> str:
+def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plateau, out: Path) -> str:
     finished = int(finished_full_budget(runs).sum())
     parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
              f"<p>Experiment <code>{html.escape(experiment)}</code>, parent run <code>{parent.info.run_id}</code>; "
@@ -123,6 +133,12 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, out: 
                      'at least two seeds per compared cell and equal budgets. '
                      '<a href="claims.csv">CSV</a> · <a href="claims.md">Markdown</a></p>'
                      + claims.drop(columns=["paper"]).to_html(border=0, index=False, float_format="%.3g"))
+    if not plateau.empty:
+        parts.append(f"<h2>Trained to a plateau?</h2><p>Validation accuracy gained over the last quarter of the epochs "
+                     f"(mean of the last {WINDOW} epochs minus the {WINDOW} before the last quarter; points, mean ± std "
+                     f"over seeds); a plateau gains less than {PLATEAU_POINTS:g} point. "
+                     '<a href="plateau.csv">CSV</a> · <a href="plateau.md">Markdown</a></p>'
+                     + plateau.to_html(border=0, index=False, float_format="%.3g"))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
             "td,th{padding:3px 6px;border-bottom:1px solid #ddd}figure{display:inline-block;margin:8px}</style>"

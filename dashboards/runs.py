@@ -5,7 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from slt.config import TrainConfig
 from slt.errors import InputError
-from runrecord import BOOLEAN_TAGS, LEGACY_METRICS, PARENT_TAG, RUN_FIELDS, TEXT_TAGS, TRIAL_TAG
+from runrecord import BOOLEAN_TAGS, LEGACY_METRICS, PARENT_TAG, RUN_FIELDS, TEXT_TAGS, TRIAL_TAG, VAL_ACCURACY, comparable
 
 
 def _typed(name: str, values: pd.Series) -> pd.Series:
@@ -85,3 +85,12 @@ def energy_layers(tracking_uri: str, runs: pd.DataFrame) -> tuple[pd.Series, lis
             return best, json.loads(open(path).read())
         except Exception:  # noqa: BLE001 (no artifact: a run recorded without it, or an unreachable store)
             return None
+
+
+def epoch_history(tracking_uri: str, runs: pd.DataFrame, metric: str = VAL_ACCURACY) -> pd.DataFrame:
+    """`metric` after every epoch of each finished full-budget trial of `runs`: columns run_id, epoch,
+    and the metric (MLflow's metric history, whose steps are epochs; a resumed trial logs each epoch once)."""
+    client = MlflowClient(tracking_uri)
+    rows = [{"run_id": run_id, "epoch": m.step, metric: m.value}
+            for run_id in comparable(runs, (metric,))["run_id"] for m in client.get_metric_history(run_id, metric)]
+    return pd.DataFrame(rows, columns=["run_id", "epoch", metric])

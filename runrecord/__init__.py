@@ -131,9 +131,12 @@ def comparable(runs, metrics: tuple[str, ...] = (ACCURACY,)):
 
 def pack_variants(params: dict, variants: list[dict], grid_search) -> dict:
     """`params` with the fields that `variants` set moved into one grid axis of whole variants
-    (`grid_search`: Tune's), so that grid values and seeds vary together, not as a product."""
-    packed = {k: v for k, v in params.items() if not any(k in variant for variant in variants)}
-    return {**packed, VARIANT: grid_search(variants)}
+    (`grid_search`: Tune's), so that grid values and seeds vary together, not as a product. A variant
+    that leaves a moved field out keeps the value of `params` (e.g. the tickets keep the base lr where
+    only the dense baselines of `include` set their own)."""
+    moved = {k: v for k, v in params.items() if any(k in variant for variant in variants)}
+    packed = {k: v for k, v in params.items() if k not in moved}
+    return {**packed, VARIANT: grid_search([{**moved, **variant} for variant in variants])}
 
 
 def run_fields(config: dict) -> dict:

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from mlflow.entities import Metric
 
 import runrecord
-from slt.config import make_config
+from slt.config import TrainConfig, make_config
 from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace
@@ -364,19 +364,26 @@ def latest_sweep(storage: Path, prefix: str) -> Path | None:
 
 
 def searched_fields(space: SearchSpace) -> tuple[str, ...]:
-    """The run-config fields the sweep varies (searched, and set by `include`), and `seed` with repeats."""
-    names = [*space.searched, *(name for extra in space.include for name in extra)]
+    """The run-config fields the sweep varies (searched, set by `include` or `by_method`), and `seed` with
+    repeats."""
+    names = [*space.searched, *(name for extra in [*space.include, *space.by_method.values()] for name in extra)]
     return tuple(dict.fromkeys([*names, *(["seed"] if space.repeats > 1 else [])]))
 
 
 def grid_variants(space: SearchSpace) -> list[dict]:
-    """Every configuration of the grid parameters plus `include`, each repeated over seeds 0..repeats-1."""
+    """Every configuration of `include` (the baselines) and the grid parameters, each over seeds
+    0..repeats-1, in the order trials start: seed-major, baselines first. A long sweep stopped part-way
+    then holds whole tables with fewer seeds (every cell's seed 0 before any seed 1), never cells
+    without their baseline."""
     grids = {k: v.values for k, v in space.searched.items() if v.grid}
-    combos = [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
-    combos += [dict(extra) for extra in space.include]
+    combos = [dict(extra) for extra in space.include]
+    combos += [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
     combos = combos or [{}]
+    if space.by_method:  # each method's own fields, under what a combination sets itself
+        default = space.base.get("method", TrainConfig.model_fields["method"].default)
+        combos = [{**space.by_method.get(combo.get("method", default), {}), **combo} for combo in combos]
     if space.repeats > 1:
-        combos = [{**combo, "seed": seed} for combo in combos for seed in range(space.repeats)]
+        combos = [{**combo, "seed": seed} for seed in range(space.repeats) for combo in combos]
     return combos
 
 

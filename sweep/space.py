@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runrecord import ENERGY_METRICS, OBJECTIVES, VAL_ACCURACY
 from slt.config import TrainConfig, make_config
+from slt.methods import METHODS
 from slt.errors import InputError
 
 PROFILES = ("demo", "cpu", "full")
@@ -154,6 +155,7 @@ class SearchSpace(_Strict):
     base: dict[str, Any] = {}
     searched: dict[str, Parameter] = {}
     include: list[dict[str, Any]] = []  # extra configurations run besides the grid (e.g. dense baselines)
+    by_method: dict[str, dict[str, Any]] = {}  # run-config fields per method over base (e.g. each method's lr)
     repeats: int = Field(default=1, ge=1)  # seeds 0..repeats-1 for every configuration (grid/random)
     search: Search = Search()
     objectives: list[Objective] = Field(default=[Objective(metric=VAL_ACCURACY, mode="max")], min_length=1)
@@ -173,6 +175,20 @@ class SearchSpace(_Strict):
                              f"{', '.join(TrainConfig.model_fields)}")
         if self.include and self.search.algorithm != "grid":
             raise ValueError("include: extra configurations need search.algorithm grid")
+        for method, fields in self.by_method.items():
+            if method not in METHODS:
+                raise ValueError(f"by_method.{method}: not a method; allowed: {', '.join(METHODS)}")
+            bad = [k for k in fields if k not in TrainConfig.model_fields or k in ("method", "seed")]
+            if bad:
+                raise ValueError(f"by_method.{method}.{bad[0]}: not a run-config field a method may set; allowed: "
+                                 f"{', '.join(k for k in TrainConfig.model_fields if k not in ('method', 'seed'))}")
+            searched = [k for k in fields if k in self.searched]
+            if searched:
+                raise ValueError(f"by_method.{method}.{searched[0]}: is searched; a field is set per method or "
+                                 "searched, not both")
+        if self.by_method and self.search.algorithm != "grid":
+            raise ValueError("by_method: per-method fields need search.algorithm grid (with one method, set them "
+                             "in base)")
         if self.search.algorithm == "optuna":
             grids = [k for k, v in self.searched.items() if v.grid]
             if grids:
@@ -291,6 +307,11 @@ def _check_run_configs(space: SearchSpace) -> None:
             make_config(**{**space.base, **extra})
         except InputError as err:
             raise InputError(f"include.{index}.{err.field}", err.problem) from None
+    for method, fields in space.by_method.items():
+        try:
+            make_config(**{**space.base, "method": method, **fields})
+        except InputError as err:
+            raise InputError(f"by_method.{method}.{err.field}", err.problem) from None
     for name, parameter in space.searched.items():
         for value in parameter.probes():
             try:

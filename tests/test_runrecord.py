@@ -24,12 +24,16 @@ def test_the_optuna_study_lives_beside_a_sqlite_store_else_at_the_storage_root(u
 
 
 def test_variants_are_packed_into_one_grid_axis_and_unpacked_into_run_fields():
-    variants = [{"p": 0.3, "seed": 0}, {"p": 0.3, "seed": 1}, {"method": "ann", "seed": 0}]
-    packed = runrecord.pack_variants({"model": "vgg9", "p": 0.5, "seed": 9, "epochs": 2, "energy_batch": 8}, variants,
-                                     lambda values: {"grid_search": values})
-    assert packed == {"model": "vgg9", "epochs": 2, "energy_batch": 8, "variant": {"grid_search": variants}}
-    trial_config = {**{k: v for k, v in packed.items() if k != "variant"}, "variant": variants[2]}
-    assert runrecord.run_fields(trial_config) == {"model": "vgg9", "method": "ann", "epochs": 2, "seed": 0}
+    variants = [{"p": 0.3, "seed": 0}, {"p": 0.3, "seed": 1}, {"method": "ann", "lr": 0.002, "seed": 0}]
+    packed = runrecord.pack_variants({"model": "vgg9", "p": 0.5, "lr": 0.4, "seed": 9, "epochs": 2, "energy_batch": 8},
+                                     variants, lambda values: {"grid_search": values})
+    # a variant that does not set a moved field keeps the base's value of it (the tickets' lr 0.4, the baseline's p)
+    assert packed == {"model": "vgg9", "epochs": 2, "energy_batch": 8, "variant": {"grid_search": [
+        {"p": 0.3, "lr": 0.4, "seed": 0}, {"p": 0.3, "lr": 0.4, "seed": 1},
+        {"p": 0.5, "method": "ann", "lr": 0.002, "seed": 0}]}}
+    trial_config = {**{k: v for k, v in packed.items() if k != "variant"},
+                    "variant": packed["variant"]["grid_search"][0]}
+    assert runrecord.run_fields(trial_config) == {"model": "vgg9", "epochs": 2, "p": 0.3, "lr": 0.4, "seed": 0}
 
 
 def test_full_budget_end_tags_and_comparable_runs():

@@ -9,7 +9,7 @@ import pytest
 
 from slt.errors import InputError
 from app.sweep import main
-from sweep.engine import grid_variants, param_space, seed_points
+from sweep.engine import grid_variants, param_space, searched_fields, seed_points
 from sweep.space import PROFILES, load_space
 
 BUNDLED = ["decay_rate", "pruning_ratio", "timestep", "finetune", "pareto", "patch_ratio", "balance"]
@@ -93,13 +93,64 @@ def test_trials_measure_energy_each_epoch_only_where_an_objective_or_a_scheduler
     assert param_space(decay, decay.base)["energy_each_epoch"] is False
 
 
-def test_grid_variants_cross_grids_add_includes_and_repeat_seeds():
+def test_grid_variants_cross_grids_add_includes_and_repeat_seeds_seed_major_baselines_first():
     space, _ = load_space("pruning_ratio", "cpu")
     variants = grid_variants(space)
-    assert len(variants) == (4 * 5 + 2) * 3
-    assert {"method": "ann", "seed": 2} in variants and {"method": "mpslt", "p": 0.9, "seed": 0} in variants
+    assert len(variants) == (2 + 4 * 4) * 3
+    dense = [{"method": "ann", "optimizer": "adam", "lr": 0.002}, {"method": "snn", "optimizer": "adam", "lr": 0.002}]
+    lt = {"method": "lt", "optimizer": "sgd", "lr": 0.2}  # by_method: each method's optimiser and lr
+    # every configuration's seed 0 (baselines first), then every seed 1, then every seed 2
+    assert variants[:3] == [{**dense[0], "seed": 0}, {**dense[1], "seed": 0}, {**lt, "p": 0.3, "seed": 0}]
+    assert variants[17] == {"method": "mpslt", "optimizer": "sgd", "lr": 0.4, "p": 0.9, "seed": 0}
+    assert variants[18] == {**dense[0], "seed": 1}
+    assert [v["seed"] for v in variants] == [0] * 18 + [1] * 18 + [2] * 18
     params = param_space(space, space.base)
-    assert "method" not in params and "p" not in params and params["epochs"] == 4
+    assert "method" not in params and "p" not in params and "lr" not in params and params["epochs"] == 100
+    assert searched_fields(space) == ("method", "p", "optimizer", "lr", "seed")
+
+
+def test_by_method_fields_sit_under_what_a_configuration_sets_itself(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {model: vgg9, dataset: digits, lr: 0.01}\n"
+                    "searched:\n  method: {type: grid, values: [slt, mpslt]}\n"
+                    "include:\n  - {method: snn}\n  - {method: slt, lr: 0.05}\n"
+                    "by_method:\n  slt: {optimizer: sgd, lr: 0.3}\n  snn: {weight_decay: 0.0}\n"
+                    "profiles: {demo: {}}\n")
+    space, _ = load_space(str(path))
+    assert grid_variants(space) == [{"method": "snn", "weight_decay": 0.0},
+                                    {"method": "slt", "optimizer": "sgd", "lr": 0.05},
+                                    {"method": "slt", "optimizer": "sgd", "lr": 0.3}, {"method": "mpslt"}]
+    packed = param_space(space, space.base)["variant"]["grid_search"]  # the base's lr where none is set
+    assert packed[3] == {"method": "mpslt", "lr": 0.01} and packed[0] == {"method": "snn", "lr": 0.01,
+                                                                          "weight_decay": 0.0}
+    assert packed[2] == {"method": "slt", "optimizer": "sgd", "lr": 0.3}
+
+
+@pytest.mark.parametrize("by_method,field", [
+    ("{resnet: {lr: 0.1}}", "by_method.resnet"),
+    ("{slt: {seed: 3}}", "by_method.slt.seed"),
+    ("{slt: {colour: red}}", "by_method.slt.colour"),
+    ("{slt: {method: snn}}", "by_method.slt.method"),
+    ("{slt: {lr: -1}}", "by_method.slt.lr"),
+    ("{slt: {p: 0.2}}", "by_method.slt.p"),  # p is searched here
+])
+def test_bad_by_method_is_one_line_naming_the_field(tmp_path, by_method, field):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {model: vgg9, dataset: digits}\n"
+                    "searched:\n  method: {type: grid, values: [slt]}\n  p: {type: grid, values: [0.5]}\n"
+                    f"by_method: {by_method}\nprofiles: {{demo: {{}}}}\n")
+    with pytest.raises(InputError) as err:
+        load_space(str(path))
+    assert err.value.field == field
+
+
+def test_by_method_needs_a_grid_search(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nbase: {model: vgg9, dataset: digits}\nsearched:\n  decay: {type: uniform, low: 0.1, "
+                    "high: 0.9}\nsearch: {algorithm: optuna}\nby_method: {slt: {lr: 0.1}}\nprofiles: {demo: {}}\n")
+    with pytest.raises(InputError) as err:
+        load_space(str(path))
+    assert err.value.field == "by_method" and "grid" in err.value.problem
 
 
 GOOD_RUN = GOOD.replace("profiles:", "max_concurrent: 1\nprofiles:")

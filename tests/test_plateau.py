@@ -1,0 +1,85 @@
+"""Learning curves and the plateau check (dashboards/plateau.py) on hand-made per-epoch histories."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dashboards.figures import figure_specs
+from dashboards.plateau import plateau_table, quarter_gain
+from dashboards.report import write_report
+from dashboards.runs import epoch_history, load_runs
+
+
+def test_quarter_gain_compares_the_last_epochs_with_those_before_the_last_quarter():
+    # 8 epochs: the last quarter is epochs 7-8, so 2-epoch means: (0.53 + 0.56)/2 - (0.50 + 0.52)/2
+    assert quarter_gain([0.10, 0.20, 0.30, 0.40, 0.50, 0.52, 0.53, 0.56]) == pytest.approx(3.5)
+    # 80 epochs: the last quarter is epochs 61-80; epochs 77-80 against 57-60
+    values = np.zeros(80)
+    values[56:60], values[76:80], values[60:76] = 0.60, 0.605, 0.99  # the middle of the quarter is not read
+    assert quarter_gain(values) == pytest.approx(0.5)
+    assert quarter_gain([0.2, 0.3]) == pytest.approx(10.0)  # 2 epochs: the last against the first
+    assert math.isnan(quarter_gain([0.4]))  # nothing before the last quarter
+
+
+def _sweep(tmp_path):
+    """A parent and six trials of 12 epochs: two seeds of a dense SNN that levels off (gains 0.5 and 0.9
+    points), two of a ticket still rising (4 and 6 points), one early-stopped and one failed trial."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("curves", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment, run_name="curves cpu").info.run_id
+    trials = [("snn", 0, 0.005, "FINISHED", True), ("snn", 1, 0.009, "FINISHED", True),
+              ("mpslt", 0, 0.04, "FINISHED", True), ("mpslt", 1, 0.06, "FINISHED", True),
+              ("mpslt", 2, 0.5, "FINISHED", False), ("mpslt", 3, 0.5, "FAILED", True)]
+    for i, (method, seed, gain, status, full) in enumerate(trials):
+        run = client.create_run(experiment, run_name=f"{method} s{seed}", tags={
+            "mlflow.parentRunId": parent, "trial_id": f"t{i}", "full_budget": str(full).lower(),
+            "early_stopped": str(not full).lower()}).info.run_id
+        for key, value in {"method": method, "p": "0.5", "T": "4", "seed": str(seed)}.items():
+            client.log_param(run, key, value)
+        # epochs 1-9 climb to 0.5 (epochs 6-9 at exactly 0.5); epochs 10-12 the same, and the last 3 end `gain` higher
+        curve = [0.1 * e for e in range(1, 6)] + [0.5] * 4 + [0.5 + gain] * 3
+        for epoch, value in enumerate(curve, start=1):
+            client.log_metric(run, "val_accuracy", value, step=epoch)
+            client.log_metric(run, "epoch", epoch, step=epoch)
+        client.log_metric(run, "test_accuracy", curve[-1] - 0.01, step=12)
+        client.set_terminated(run, status)
+    client.set_terminated(parent, "FINISHED")
+    return uri
+
+
+def test_plateau_table_reads_every_epoch_from_mlflow_and_judges_each_configuration(tmp_path):
+    uri = _sweep(tmp_path)
+    runs, _ = load_runs("curves", uri)
+    history = epoch_history(uri, runs)
+    assert len(history) == 4 * 12  # full-budget finished trials only, every epoch once
+    table = plateau_table(runs, history, ["method"]).set_index("method")
+    # 12 epochs: quarter 3, windows of 3: epochs 10-12 against 7-9
+    assert table.loc["snn", "gain_points"] == pytest.approx(0.7)
+    assert table.loc["snn", "gain_points_std"] == pytest.approx(np.std([0.5, 0.9], ddof=1))
+    assert table.loc["mpslt", "gain_points"] == pytest.approx(5.0)
+    assert table["n"].to_dict() == {"mpslt": 2, "snn": 2} and set(table["epochs"]) == {12}
+    assert table["plateau"].to_dict() == {"mpslt": False, "snn": True}
+    assert table.loc["snn", "val_accuracy_final"] == pytest.approx(100 * 0.507)
+
+    curves = {spec.name: spec for spec in figure_specs(runs, None, history=history)}["learning_curves"]
+    by_label = {layer.label: layer for layer in curves.layers}
+    assert set(by_label) == {"mpslt", "snn"}
+    assert list(by_label["snn"].x) == list(range(1, 13)) and list(by_label["snn"].n) == [2] * 12
+    assert by_label["mpslt"].mean[-1] == pytest.approx(0.55) and by_label["mpslt"].std[-1] == pytest.approx(
+        np.std([0.54, 0.56], ddof=1))
+
+
+def test_report_writes_the_plateau_table_and_the_learning_curves(tmp_path):
+    uri = _sweep(tmp_path)
+    out = tmp_path / "report"
+    written = write_report("curves", uri, out, log_to_mlflow=False)
+    table = pd.read_csv(out / "plateau.csv")
+    assert table[["method", "n", "plateau"]].values.tolist() == [["mpslt", 2, False], ["snn", 2, True]]
+    assert "| snn | 12 | 50.7 | +0.7 ± 0.3 (n = 2) | yes |" in (out / "plateau.md").read_text()
+    assert {"learning_curves"} <= {f["name"] for f in written["figures"]}
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert 'href="plateau.csv"' in (out / "index.html").read_text()
