@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
-from dashboards.figures import series_columns, write_figures
+from dashboards.figures import energy_model_data, series_columns, write_figures
 from dashboards.pareto import hypervolume_curve, pareto_table, reference_text
 from dashboards.plateau import PLATEAU_POINTS, WINDOW, plateau_table
 from dashboards.plateau import to_markdown as plateau_markdown
@@ -78,6 +78,10 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
         (out / "plateau.md").write_text(f"Did training level off? Validation accuracy gained over the last quarter "
                                         f"of the epochs; plateau: < {PLATEAU_POINTS:g} point (dashboards/plateau.py)"
                                         "\n\n" + plateau_markdown(plateau))
+    energy = energy_model_data(runs)
+    if not energy.empty:  # every estimate per method: mean, std, count (mJ per image)
+        energy.set_axis([f"{name}_{stat}" for name, stat in energy.columns], axis=1).rename_axis("method").to_csv(
+            out / "energy.csv")
     tables = write_tables(runs, out)
     claims = claim_table(runs)
     if not claims.empty:
@@ -109,6 +113,9 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plate
              f"{int(runs['early_stopped'].sum())} early-stopped, {int((runs['run_status'] == 'FAILED').sum())} failed. "
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
+    if (out / "energy.csv").is_file():
+        parts.append('<li><a href="energy.csv">energy.csv</a> (energy per image under every estimate, per method: '
+                     'mean, std, n of full-budget runs)</li>')
     if pareto is not None:
         parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(pareto.attrs["objectives"])}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '

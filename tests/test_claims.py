@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 
@@ -112,3 +114,24 @@ def test_energy_ratios():
     # per seed: 0.15 / 0.2 = 0.75 and 0.1975 / 0.25 = 0.79
     assert energy["mean"] == pytest.approx(0.77) and energy["n"] == 2 and energy["verdict"] == "holds"
     assert "MPSLT/ANN = 0.174" in energy["measured"] and "SNN/ANN = 0.225" in energy["measured"]
+
+
+def test_energy_ratios_under_every_recorded_estimate_pair_seeds():
+    rows = []
+    for seed, (snn, ticket) in enumerate(((0.2, 0.1), (0.25, 0.15))):
+        rows += [{"method": "ann", "seed": seed, "test_accuracy": 0.6, "energy_mj": 1.0, "energy_mj_effective": 0.5},
+                 {"method": "snn", "seed": seed, "test_accuracy": 0.5, "energy_mj": snn, "energy_mj_effective": snn},
+                 {"method": "mpslt", "p": 0.5, "seed": seed, "test_accuracy": 0.5, "energy_mj": 0.2,
+                  "energy_mj_effective": ticket}]
+    table = claim_table(_runs(rows)).set_index(["claim", "setting"])
+    vs_ann = table.loc[("energy per image (paper convention (dense connectivity))", "mpslt p=0.5 vs ANN")]
+    assert vs_ann["mean"] == pytest.approx(0.2) and vs_ann["std"] == pytest.approx(0.0) and vs_ann["n"] == 2
+    assert vs_ann["verdict"] == "holds" and "11%" in vs_ann["paper"]
+    effective = table.loc[("energy per image (effective operations)", "mpslt p=0.5 vs dense SNN")]
+    # per seed: 0.1 / 0.2 = 0.5 and 0.15 / 0.25 = 0.6
+    assert effective["mean"] == pytest.approx(0.55) and effective["std"] == pytest.approx(np.std([0.5, 0.6], ddof=1))
+    assert effective["verdict"] == "holds"
+    against_ann = table.loc[("energy per image (effective operations)", "mpslt p=0.5 vs ANN")]
+    assert against_ann["mean"] == pytest.approx(np.mean([0.2, 0.3]))  # 0.1 / 0.5 and 0.15 / 0.5
+    assert ("energy per image (paper convention (dense connectivity))", "mpslt p=0.5 vs dense SNN") not in table.index
+    assert not any("scaled by kept weights" in claim for claim, _ in table.index)  # not recorded: no row

@@ -12,7 +12,7 @@ from app.sweep import main
 from sweep.engine import grid_variants, param_space, searched_fields, seed_points
 from sweep.space import PROFILES, load_space
 
-BUNDLED = ["decay_rate", "pruning_ratio", "timestep", "finetune", "pareto", "patch_ratio", "balance"]
+BUNDLED = ["decay_rate", "decay_grid", "pruning_ratio", "timestep", "finetune", "pareto", "patch_ratio", "balance"]
 
 
 @pytest.mark.parametrize("name", BUNDLED)
