@@ -56,6 +56,7 @@ class Curve:  # mean ± std of accuracy per x of one series; std NaN where one r
     hover: list[str]
     connect: bool = True  # False where other columns vary uncontrolled: points, not a curve
     val_mean: np.ndarray | None = None  # mean validation accuracy per x: what chooses an optimum
+    markers: bool = True  # False for long curves (per epoch): a line with a ±1 std band
 
 
 @dataclass
@@ -403,7 +404,7 @@ def _learning_spec(rows: pd.DataFrame, history: pd.DataFrame | None, colors: dic
                  + f"<br>n = {n}" for e, m, s, n in zip(group["epoch"], group["mean"], group["std"], group["n"])]
         layers.append(Curve(label, _color_of(label, colors, i), group["epoch"].to_numpy(float),
                             group["mean"].to_numpy(float), group["std"].to_numpy(float), group["n"].to_numpy(int),
-                            hover))
+                            hover, markers=False))
     return Spec("learning_curves", "Learning curves: validation accuracy per epoch (mean ± std over seeds)",
                 "epoch", VAL_AXIS, layers)
 
@@ -443,6 +444,10 @@ def _png(spec: Spec, path: Path) -> None:
     ax = fig.add_subplot()
     for layer in spec.layers:
         match layer:
+            case Curve() if not layer.markers:
+                ax.plot(layer.x, layer.mean, color=layer.color, linewidth=1.2, label=layer.label)
+                spread = np.where(layer.n > 1, layer.std, np.nan)
+                ax.fill_between(layer.x, layer.mean - spread, layer.mean + spread, color=layer.color, alpha=0.15)
             case Curve():
                 ax.errorbar(layer.x, layer.mean, yerr=np.where(layer.n > 1, layer.std, np.nan), color=layer.color,
                             marker="o", capsize=3, linestyle="-" if layer.connect else "none", label=layer.label)
@@ -481,8 +486,9 @@ def _png(spec: Spec, path: Path) -> None:
             case Bars():
                 _png_bars(ax, layer)
     ax.set(title=spec.title, xlabel=spec.xlabel, ylabel=spec.ylabel)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    handles = ax.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(fontsize=8 if len(handles) <= 8 else 6, ncol=1 if len(handles) <= 8 else 2)
     fig.savefig(path, dpi=120)
 
 
@@ -508,10 +514,11 @@ def _html(spec: Spec, path: Path) -> None:
         match layer:
             case Curve():
                 fig.add_trace(go.Scatter(
-                    x=layer.x, y=layer.mean, name=layer.label, mode="lines+markers" if layer.connect else "markers",
+                    x=layer.x, y=layer.mean, name=layer.label,
+                    mode=("lines+markers" if layer.markers else "lines") if layer.connect else "markers",
                     line={"color": layer.color}, marker={"color": layer.color},
                     error_y={"type": "data", "array": _nan_to_none(np.where(layer.n > 1, layer.std, np.nan)),
-                             "visible": True}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+                             "visible": layer.markers}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
             case Baseline():
                 x0, x1 = layer.x
                 label = f"{layer.label}, n={layer.n}"
