@@ -86,13 +86,14 @@ def paper_table(runs: pd.DataFrame, table: str, *, p: float | None = None, q: fl
             rows.append({"table": table, "row": label, "method": method, "dataset": dataset, "model": model,
                          "n": len(cell), "epochs": budget(cells),
                          "mean": cell.mean() if len(cell) else math.nan,
-                         "std": cell.std(ddof=1) if len(cell) > 1 else (0.0 if len(cell) else math.nan),
+                         "std": cell.std(ddof=1) if len(cell) > 1 else math.nan,  # one run has no spread
                          "paper": paper_value, "p": used_p, "q": used_q})
     return pd.DataFrame(rows)
 
 
 def _cell(row) -> str:
-    ours = "—" if row["n"] == 0 else f"{row['mean']:.2f} ± {row['std']:.2f} (n={row['n']}, {row['epochs']} ep)"
+    spread = f" ± {row['std']:.2f}" if row["n"] > 1 else ""
+    ours = "—" if row["n"] == 0 else f"{row['mean']:.2f}{spread} (n={row['n']}, {row['epochs']} ep)"
     return f"{ours} [{row['paper']:.2f}]"
 
 

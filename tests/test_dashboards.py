@@ -1,5 +1,6 @@
 """Dashboards on runs created in a temporary MLflow store: Pareto front, CSV export, errors."""
 
+import math
 import random
 from pathlib import Path
 
@@ -152,6 +153,12 @@ def test_table_cells_equal_mean_and_std_of_the_runs(tmp_path):
     assert [w["table"] for w in written] == ["III"]
     markdown = (tmp_path / "table_III.md").read_text()
     assert "| MPSLTs |" in markdown and "[87.76]" in markdown and "(n=3, 4 ep)" in markdown
+    one = paper_table(runs[runs["seed"] == 0], "III", p=0.5)  # one run per cell: a mean, no spread
+    cell = one[(one["method"] == "mpslt") & (one["dataset"] == "cifar10") & (one["model"] == "vgg9")].iloc[0]
+    assert cell["n"] == 1 and math.isnan(cell["std"])
+    (tmp_path / "one").mkdir()
+    write_tables(runs[runs["seed"] == 0], tmp_path / "one", p=0.5)
+    assert f"| MPSLTs | {cell['mean']:.2f} (n=1, 4 ep) [87.76] |" in (tmp_path / "one" / "table_III.md").read_text()
     assert "\\begin{tabular}" in (tmp_path / "table_III.tex").read_text()
 
 
