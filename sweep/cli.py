@@ -47,12 +47,22 @@ def run(args: argparse.Namespace):
     return space, results, record
 
 
+def sitting_text(sittings: list[dict]) -> str:
+    """'wall time 3.20 h over 2 sittings (1 resume)'; sittings a SIGKILL ended are counted, not timed."""
+    wall = sum(s["ended"] - s["started"] for s in sittings if s.get("ended"))
+    untimed = sum(1 for s in sittings if not s.get("ended"))
+    resumes = max(len(sittings) - 1, 0)
+    return (f"wall time {wall / 3600:.2f} h over {len(sittings)} sitting{'s' * (len(sittings) != 1)} "
+            f"({resumes} resume{'s' * (resumes != 1)}" + (f"; {untimed} untimed" if untimed else "") + ")")
+
+
 def summarise(space, results, record) -> str:
     """Print the sweep's outcome; returns the line on its best trial (chosen on validation) or its front."""
     failed = [r for r in results if r.error]
-    print(f"\nsweep {record['name']}: {len(results)} trials, {len(failed)} failed")
+    sittings = sitting_text(record.get("sittings", []))
+    print(f"\nsweep {record['name']}: {len(results)} trials, {len(failed)} failed; {sittings}")
     full = [r for r in results if not r.error and r.metrics and r.metrics.get(FULL_BUDGET_TAG)]
-    outcome = f"{len(results)} trials, {len(full)} at full budget, {len(failed)} failed"
+    outcome = f"{len(results)} trials, {len(full)} at full budget, {len(failed)} failed; {sittings}"
     if not space.multi_objective and full:  # the best full-budget trial, chosen on validation
         objective = space.objectives[0]
         sign = 1 if objective.mode == "max" else -1

@@ -87,9 +87,9 @@ class SweepInterrupted(Exception):
 def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     """Check the inputs, then run (or resume) the sweep; returns Tune's ResultGrid and the sweep's record.
     Raises SweepInterrupted after a Ctrl-C (the parent run then ends KILLED)."""
-    started = time.perf_counter()
     sweep = check_inputs(space, info, options)
     open_parent_run(sweep)
+    begin_sitting(sweep)
     start_ray(options)
     os.environ[OUTAGE_ENV] = str(options.tracking_outage_s)  # for the MLflow callback, restored or new
     tuner = build_or_restore_tuner(sweep)
@@ -101,7 +101,7 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     if interrupt.requested:
         end_interrupted(sweep)
         raise SweepInterrupted({**sweep.record, "sweep_dir": str(sweep.sweep_dir)})
-    return results, finish_sweep(sweep, results, started, fit_seconds=time.perf_counter() - fit_started)
+    return results, finish_sweep(sweep, results, fit_seconds=time.perf_counter() - fit_started)
 
 
 def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep:
@@ -154,6 +154,33 @@ def open_parent_run(sweep: Sweep) -> None:
     write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
 
 
+def begin_sitting(sweep: Sweep) -> None:
+    """Note in sweep.json that a driver starts on the sweep: its sittings (the first, then one per
+    --resume) with their start, end and outcome, so the sweep's wall time and resumes are known.
+    A sweep begun before sittings were kept gets its earlier driver as one sitting, timed from the
+    parent run's start to its end where that driver ended it (interrupted), else untimed."""
+    sittings = sweep.record.setdefault("sittings", [])
+    if not sittings and sweep.options.resume:
+        parent = sweep.client.get_run(sweep.record["parent_run_id"]).info
+        ended = parent.end_time if parent.status == "KILLED" and parent.end_time else None
+        sittings.append({"started": parent.start_time / 1000, "ended": ended and ended / 1000,
+                         "outcome": "interrupted" if ended else "unknown (kept no record)"})
+    sittings.append({"started": time.time(), "ended": None, "outcome": "running, or killed"})
+    write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+
+
+def end_sitting(sweep: Sweep, outcome: str) -> list[Metric]:
+    """Close this driver's sitting in sweep.json; the parent's metrics `sittings` (drivers that ran the
+    sweep: 1 + resumes) and `wall_time_s` (their summed wall time; a sitting killed by SIGKILL is counted
+    but cannot be timed)."""
+    sittings = sweep.record["sittings"]
+    sittings[-1].update(ended=time.time(), outcome=outcome)
+    write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+    now = int(time.time() * 1000)
+    wall = sum(s["ended"] - s["started"] for s in sittings if s["ended"])
+    return [Metric("sittings", len(sittings), now, 0), Metric("wall_time_s", wall, now, 0)]
+
+
 def create_parent_run(sweep: Sweep, experiment: str) -> str:
     space = sweep.space
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -195,7 +222,9 @@ def end_interrupted(sweep: Sweep) -> None:
     marks them RUNNING again and goes on from the trials' last checkpoints)."""
     reason = "interrupted by the user (SIGINT); continue with --resume"
     parent_id = sweep.record["parent_run_id"]
+    totals = end_sitting(sweep, "interrupted")
     deliver(sweep.options.tracking_outage_s, sweep.tracking_uri,
+            lambda: sweep.client.log_batch(parent_id, metrics=totals),
             lambda: close_running_children(sweep.client, sweep.record["experiment_id"], parent_id, set(),
                                            "interrupted", reason),
             lambda: sweep.client.set_tag(parent_id, runrecord.REASON_TAG, reason),
@@ -295,14 +324,14 @@ def build_or_restore_tuner(sweep: Sweep):
     )
 
 
-def finish_sweep(sweep: Sweep, results, started: float, fit_seconds: float) -> dict:
+def finish_sweep(sweep: Sweep, results, fit_seconds: float) -> dict:
     """Close the runs of trials that ended while their records could not be written (an earlier driver
     stopped by a tracking outage), close child runs Tune lost track of, log the totals and end the parent."""
     parent_id, client = sweep.record["parent_run_id"], sweep.client
     known = {r.metrics.get("trial_id") for r in results}
     now = int(time.time() * 1000)
     totals = [Metric("trials", len(results), now, 0), Metric("failed_trials", sum(1 for r in results if r.error), now, 0),
-              Metric("wall_time_s", time.perf_counter() - started, now, 0)]
+              *end_sitting(sweep, "finished")]
     deliver(sweep.options.tracking_outage_s, sweep.tracking_uri,
             lambda: close_ended_trials(sweep, results),
             lambda: close_running_children(client, sweep.record["experiment_id"], parent_id, known, "lost",

@@ -134,6 +134,16 @@ def test_ctrl_c_stops_gracefully_prints_the_resume_command_and_resume_loses_noth
     client, parents, kids = children(tmp_path)
     check_complete(client, parents, kids, trials=3, epochs=8)
     assert all("reason" not in k.data.tags for k in kids if k.data.tags.get("status") == "finished")
+    # three drivers ran it: the first interrupted, the second stopped (gracefully, or at once: then untimed)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("decay_rate-demo-*/sweep.json")]
+    sittings = record["sittings"]
+    assert [s["outcome"] for s in sittings][::2] == ["interrupted", "finished"] and len(sittings) == 3
+    assert sittings[1]["outcome"] in ("interrupted", "running, or killed")
+    timed = [s["ended"] - s["started"] for s in sittings if s["ended"]]
+    assert all(t > 0 for t in timed) and sittings[0]["ended"] <= sittings[1]["started"]
+    parent = client.get_run(parents[0].info.run_id).data.metrics
+    assert parent["sittings"] == 3 and parent["wall_time_s"] == pytest.approx(sum(timed))
+    assert "over 3 sittings (2 resumes" in resumed.stdout
 
 
 # ------------------------------------------------------------------------------ tracking server outage

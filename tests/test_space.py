@@ -229,3 +229,31 @@ def test_first_ctrl_c_asks_tune_to_stop_and_a_second_stops_at_once(capsys):
         signal.signal(signal.SIGUSR1, previous_usr1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     assert "Ctrl-C again stops at once" in capsys.readouterr().err
+
+
+def test_sittings_are_kept_in_sweep_json_and_a_sweep_from_before_them_counts_its_first_driver(tmp_path, monkeypatch):
+    import json
+
+    from sweep import engine
+    from sweep.cli import sitting_text
+
+    parent = SimpleNamespace(info=SimpleNamespace(status="KILLED", start_time=1_000_000, end_time=1_600_000))
+    sweep = SimpleNamespace(record={"parent_run_id": "p"}, options=SimpleNamespace(resume=True), sweep_dir=tmp_path,
+                            client=SimpleNamespace(get_run=lambda run_id: parent))
+    clock = iter([5000.0, 5300.0, 5300.0])
+    monkeypatch.setattr(engine.time, "time", lambda: next(clock))
+    engine.begin_sitting(sweep)  # resumed, no sittings recorded yet: the interrupted first driver ran 600 s
+    metrics = {m.key: m.value for m in engine.end_sitting(sweep, "finished")}
+    sittings = json.loads((tmp_path / engine.SWEEP_FILE).read_text())["sittings"]
+    assert sittings == [{"started": 1000.0, "ended": 1600.0, "outcome": "interrupted"},
+                        {"started": 5000.0, "ended": 5300.0, "outcome": "finished"}]
+    assert metrics == {"sittings": 2, "wall_time_s": 900.0}
+    assert sitting_text(sittings) == "wall time 0.25 h over 2 sittings (1 resume)"
+    killed = [*sittings, {"started": 6000.0, "ended": None, "outcome": "running, or killed"}]
+    assert sitting_text(killed) == "wall time 0.25 h over 3 sittings (2 resumes; 1 untimed)"
+    parent.info.status = "RUNNING"  # its driver was killed: counted, not timed
+    sweep.record = {"parent_run_id": "p"}
+    clock = iter([7000.0])
+    engine.begin_sitting(sweep)
+    assert [s["ended"] for s in sweep.record["sittings"]] == [None, None]
+    assert sweep.record["sittings"][0]["outcome"] == "unknown (kept no record)"
