@@ -23,8 +23,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from dashboards.runs import at, budget
-from dashboards.figures import ESTIMATES
-from runrecord import ACCURACY, ENERGY_METRICS, VAL_ACCURACY, comparable
+from runrecord import ACCURACY, ENERGY_METRICS, ESTIMATES, VAL_ACCURACY, comparable
 from slt.methods import METHODS
 
 MIN_SEEDS = 2  # a verdict needs at least this many seeds in every compared cell
@@ -57,6 +56,12 @@ def _stats(values: pd.Series) -> dict:
     values = values.dropna()
     return {"mean": values.mean() if len(values) else math.nan,
             "std": values.std(ddof=1) if len(values) > 1 else math.nan, "n": len(values)}
+
+
+def _pm(stats: dict, digits: int = 4) -> str:
+    """'0.0083 ± 0.0002', or '0.0083 (n = 1)' where one run gives no spread."""
+    spread = f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else f" (n = {stats['n']})"
+    return f"{stats['mean']:.{digits}f}{spread}"
 
 
 def _by_seed(rows: pd.DataFrame, column: str = ACCURACY) -> pd.Series:
@@ -94,8 +99,8 @@ def drop_rows(done: pd.DataFrame) -> list[dict]:
             epochs = budget(dense_s, dense_a, cell_s, cell_a)
             setting = f"{s_ticket} vs {a_ticket}" + (f", {ratio}={level:g}" if ratio else "")
             rows.append({"claim": claim, "setting": setting,
-                         "measured": f"test accuracy drop (points) from the dense twin: spiking {s['mean']:.2f} ± "
-                                     f"{s['std']:.2f}, ANN {a['mean']:.2f} ± {a['std']:.2f}",
+                         "measured": f"test accuracy drop (points) from the dense twin: spiking {_pm(s, 2)}, "
+                                     f"ANN {_pm(a, 2)}",
                          "quantity": "ANN drop - spiking drop (points)", **d, "epochs": epochs,
                          "paper": "spiking tickets lose less accuracy than ANN tickets",
                          "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
@@ -106,7 +111,8 @@ def timestep_rows(done: pd.DataFrame) -> list[dict]:
     if "T" not in done or done["T"].nunique() < 2 or not done["method"].map(lambda m: METHODS[m].spiking).all():
         return []
     per_t = done.groupby("T")[ACCURACY].agg(["mean", "std", "count"])
-    means = " · ".join(f"T={t}: {100 * r['mean']:.1f} ± {100 * r['std']:.1f} (n={int(r['count'])})"
+    means = " · ".join(f"T={t}: {100 * r['mean']:.1f}" + (f" ± {100 * r['std']:.1f}" if r["count"] > 1 else "")
+                       + f" (n={int(r['count'])})"
                        for t, r in per_t.iterrows())
     rho, pvalue = spearmanr(done["T"], done[ACCURACY])
     increasing = bool((per_t["mean"].diff().dropna() > 0).all())
@@ -158,13 +164,12 @@ def energy_rows(done: pd.DataFrame) -> list[dict]:
     for p in sorted(cells["mpslt"]["p"].unique()):
         ticket = at(cells["mpslt"], "p", p)
         mj = _stats(ticket["energy_mj"])
-        sparse = (f" (sparsity-aware {ticket['energy_mj_sparse'].mean():.4f})" if "energy_mj_sparse" in ticket
-                  else "")
+        sparse = (f" (sparsity-aware {ticket['energy_mj_sparse'].mean():.4f})"
+                  if "energy_mj_sparse" in ticket and ticket["energy_mj_sparse"].notna().any() else "")
         ratio = _stats((_by_seed(ticket, "energy_mj") / _by_seed(cells["snn"], "energy_mj")).dropna())
         epochs = budget(ticket, cells["snn"])
         rows.append({"claim": "energy per image", "setting": f"mpslt p={p:g}",
-                     "measured": f"mJ per image: ANN {ann['mean']:.4f}, dense SNN {snn['mean']:.4f} ± "
-                                 f"{snn['std']:.4f}, MPSLT {mj['mean']:.4f} ± {mj['std']:.4f}"
+                     "measured": f"mJ per image: ANN {ann['mean']:.4f}, dense SNN {_pm(snn)}, MPSLT {_pm(mj)}"
                                  f"{sparse}; MPSLT/ANN = {mj['mean'] / ann['mean']:.3f}, "
                                  f"SNN/ANN = {snn['mean'] / ann['mean']:.3f}",
                      "quantity": "MPSLT / dense SNN energy (paper convention), per seed", **ratio, "epochs": epochs,
@@ -184,6 +189,8 @@ def other_estimate_rows(done: pd.DataFrame, cells: dict[str, pd.DataFrame]) -> l
             ticket = at(cells["mpslt"], "p", p)
             for dense in ("snn", "ann")[metric == ENERGY_METRICS[0]:]:  # (the paper's MPSLT/SNN row is energy_rows')
                 ratio = _stats((_by_seed(ticket, metric) / _by_seed(cells[dense], metric)).dropna())
+                if ratio["n"] == 0:  # that estimate is missing on one side: nothing to compare
+                    continue
                 epochs = budget(ticket, cells[dense])
                 name = "dense SNN" if dense == "snn" else "ANN"
                 rows.append({"claim": f"energy per image ({label})", "setting": f"mpslt p={p:g} vs {name}",

@@ -21,8 +21,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from dashboards.pareto import hypervolume_curve, reference_text
-from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, TRIAL_TAG, VAL_ACCURACY, comparable,
-                       finished_full_budget)
+from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, TRIAL_TAG, VAL_ACCURACY,
+                       comparable, finished_full_budget)
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
@@ -333,13 +333,12 @@ def _hypervolume_spec(pareto: pd.DataFrame | None) -> Spec | None:
                 f"epochs spent by all trials (reference point: {reference})", "hypervolume", layers)
 
 
-ESTIMATES = {"energy_mj": "paper convention (dense connectivity)", "energy_mj_sparse": "scaled by kept weights",
-             "energy_mj_effective": "effective operations", "energy_mj_memory_aware": "memory-aware (Lemaire et al.)"}
 
 
 def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and n of every energy estimate per method over full-budget runs; a ticket method swept over
-    p is shown at the p nearest 0.5 (as the paper's tables). Rows: methods in slt.methods order."""
+    p is shown at the p nearest 0.5 (as the paper's tables). Rows: labels ('mpslt p=0.5'), methods in
+    slt.methods order; `attrs["method"]` and `attrs["p"]` map each label to its method and p (NaN: dense)."""
     present = [m for m in ENERGY_METRICS if m in runs and runs[m].notna().any()]
     rows = comparable(runs, tuple(present))
     if rows.empty or not present:  # (runs that recorded no energy estimate)
@@ -352,9 +351,14 @@ def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
         rows = rows[rows["p"].isna() | (rows["p"] == nearest)]
     label = rows["method"] + (rows["p"].map(lambda p: f" p={_fmt(p)}" if pd.notna(p) else "")
                               if "p" in rows else "")
-    table = rows.assign(label=label).groupby("label")[present].agg(["mean", "std", "count"])
+    rows = rows.assign(label=label)
+    table = rows.groupby("label")[present].agg(["mean", "std", "count"])
     order = {m: i for i, m in enumerate(METHODS)}
-    return table.loc[sorted(table.index, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))]
+    table = table.loc[sorted(table.index, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))]
+    first = rows.drop_duplicates("label").set_index("label")
+    table.attrs.update(method=first["method"].to_dict(),
+                       p=first["p"].to_dict() if "p" in first else dict.fromkeys(first.index, np.nan))
+    return table
 
 
 def _energy_models_spec(runs: pd.DataFrame) -> Spec | None:
@@ -389,12 +393,18 @@ def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | N
                 ENERGY + ", log scale", [Bars(names, series, log=True)])
 
 
-def _learning_spec(rows: pd.DataFrame, history: pd.DataFrame | None, colors: dict[str, str]) -> Spec | None:
-    """Validation accuracy after every epoch, mean ± std over seeds per configuration (the series of the
-    accuracy curves, with p, q, T or λ splitting them where a grid holds few values): the plateau check."""
+def learning_columns(runs: pd.DataFrame) -> list[str]:
+    """What a learning curve (and a row of the plateau table) is: the series of the accuracy curves over
+    the full-budget runs with validation accuracy (method, with p, q, T or λ where a grid holds few values)."""
+    return series_columns(comparable(runs, (VAL_ACCURACY,)), "epoch")
+
+
+def _learning_spec(runs: pd.DataFrame, history: pd.DataFrame | None, colors: dict[str, str]) -> Spec | None:
+    """Validation accuracy after every epoch, mean ± std over seeds per configuration: the plateau check."""
     if history is None or history.empty:
         return None
-    by = series_columns(rows, "epoch")
+    by = learning_columns(runs)
+    rows = comparable(runs, (VAL_ACCURACY,))
     data = (history.merge(rows[["run_id", *by]], on="run_id").groupby([*by, "epoch"], dropna=False)[VAL_ACCURACY]
             .agg(mean="mean", std="std", n="count").reset_index())
     layers = []
@@ -421,7 +431,7 @@ def figure_specs(runs: pd.DataFrame, pareto: pd.DataFrame | None,
                       if "trial_id" in runs else runs.index)
     specs = [_curve_spec(rows, x, colors) for x in CURVES] + [_decay_spec(rows, order, colors)]
     specs += _balance_specs(rows) + [_pareto_spec(pareto), _hypervolume_spec(pareto), _energy_models_spec(runs),
-                                     _energy_layers_spec(layers), _learning_spec(rows, history, colors)]
+                                     _energy_layers_spec(layers), _learning_spec(runs, history, colors)]
     return [spec for spec in specs if spec is not None]
 
 
@@ -508,17 +518,27 @@ def _html_bars(fig: go.Figure, layer: Bars) -> None:
         fig.update_yaxes(type="log")
 
 
+def _html_curve(fig: go.Figure, layer: Curve) -> None:
+    if not layer.markers and (layer.n > 1).any():  # the ±1 std band of a long curve, as in the PNG
+        low, high = layer.mean - layer.std, layer.mean + layer.std
+        fig.add_trace(go.Scatter(x=np.concatenate([layer.x, layer.x[::-1]]),
+                                 y=_nan_to_none(np.concatenate([low, high[::-1]])), fill="toself",
+                                 fillcolor=layer.color, opacity=0.15, line={"width": 0},
+                                 legendgroup=layer.label, showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=layer.x, y=layer.mean, name=layer.label, legendgroup=layer.label,
+        mode=("lines+markers" if layer.markers else "lines") if layer.connect else "markers",
+        line={"color": layer.color}, marker={"color": layer.color},
+        error_y={"type": "data", "array": _nan_to_none(np.where(layer.n > 1, layer.std, np.nan)),
+                 "visible": layer.markers}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+
+
 def _html(spec: Spec, path: Path) -> None:
     fig = go.Figure()
     for layer in spec.layers:
         match layer:
             case Curve():
-                fig.add_trace(go.Scatter(
-                    x=layer.x, y=layer.mean, name=layer.label,
-                    mode=("lines+markers" if layer.markers else "lines") if layer.connect else "markers",
-                    line={"color": layer.color}, marker={"color": layer.color},
-                    error_y={"type": "data", "array": _nan_to_none(np.where(layer.n > 1, layer.std, np.nan)),
-                             "visible": layer.markers}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+                _html_curve(fig, layer)
             case Baseline():
                 x0, x1 = layer.x
                 label = f"{layer.label}, n={layer.n}"

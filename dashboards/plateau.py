@@ -1,7 +1,7 @@
 """Learning curves of a sweep and whether each configuration trained to a plateau.
 
-A run has reached a plateau when its validation accuracy gains less than PLATEAU_POINTS over the last
-quarter of its epochs. The gain compares the mean of the last WINDOW epochs with the mean of the WINDOW
+A run has reached a plateau when its validation accuracy moves by less than PLATEAU_POINTS over the
+last quarter of its epochs (a larger gain: still rising; a larger loss: falling). The gain compares the mean of the last WINDOW epochs with the mean of the WINDOW
 epochs that end where the last quarter starts. The means damp the epoch-to-epoch noise of a small
 validation split. A configuration (method, p, ... over its seeds) is at a plateau when the mean gain of
 its seeds is. Validation accuracy decides; test accuracy is never read here.
@@ -16,6 +16,10 @@ from runrecord import VAL_ACCURACY, comparable
 
 PLATEAU_POINTS = 1.0  # accuracy points (percent) gained over the last quarter below which training has levelled off
 WINDOW = 4  # epochs averaged at each end of the last quarter
+PLATEAU_TEXT = (f"Validation accuracy gained over the last quarter of the epochs, in points, mean ± std over seeds: "
+                f"the mean of the last {WINDOW} epochs minus the mean of the {WINDOW} before the last quarter (fewer "
+                f"where a quarter is shorter). A plateau moves by less than {PLATEAU_POINTS:g} point "
+                "(dashboards/plateau.py).")
 
 
 def quarter_gain(values) -> float:
@@ -34,7 +38,7 @@ def quarter_gain(values) -> float:
 def plateau_table(runs: pd.DataFrame, history: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One row per configuration (the `by` columns) of the finished full-budget runs: epochs, seeds n,
     mean final validation accuracy (%), the last-quarter gain's mean and std over seeds (points), and
-    `plateau` (mean gain < PLATEAU_POINTS). `history`: run_id, epoch, val_accuracy (dashboards.runs.epoch_history)."""
+    `trend` (trend()). `history`: run_id, epoch, val_accuracy (dashboards.runs.epoch_history)."""
     done = comparable(runs, (VAL_ACCURACY,))
     gains = {run_id: quarter_gain(group.sort_values("epoch")[VAL_ACCURACY])
              for run_id, group in history.groupby("run_id")}
@@ -43,21 +47,28 @@ def plateau_table(runs: pd.DataFrame, history: pd.DataFrame, by: list[str]) -> p
     table = rows.groupby(by, dropna=False).agg(
         epochs=("epoch", "max"), n=("gain", "count"), val_accuracy_final=("final", "mean"),
         gain_points=("gain", "mean"), gain_points_std=("gain", "std")).reset_index()
-    table["plateau"] = table["gain_points"] < PLATEAU_POINTS
+    table["trend"] = table["gain_points"].map(trend)
     return table
+
+
+def trend(gain: float) -> str:
+    """'plateau' (|gain| < PLATEAU_POINTS), 'rising', 'falling', or 'too short' (no gain measured)."""
+    if math.isnan(gain):
+        return "too short"
+    return "plateau" if abs(gain) < PLATEAU_POINTS else "rising" if gain > 0 else "falling"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
     """The plateau table as Markdown: gain as mean ± std (n)."""
     by = [c for c in table.columns if c not in ("epochs", "n", "val_accuracy_final", "gain_points",
-                                                "gain_points_std", "plateau")]
-    lines = ["| " + " | ".join([*by, "epochs", "final val %", "last-quarter gain (points)", "plateau"]) + " |",
+                                                "gain_points_std", "trend")]
+    lines = ["| " + " | ".join([*by, "epochs", "final val %", "last-quarter gain (points)", "trend"]) + " |",
              "|" + "---|" * (len(by) + 4)]
     for _, row in table.iterrows():
         spread = "" if pd.isna(row["gain_points_std"]) else f" ± {row['gain_points_std']:.1f}"
         cells = ["" if pd.isna(row[c]) else (f"{row[c]:g}" if isinstance(row[c], float) else str(row[c]))
                  for c in by]
-        lines.append("| " + " | ".join([*cells, f"{row['epochs']:.0f}", f"{row['val_accuracy_final']:.1f}",
-                                        f"{row['gain_points']:+.1f}{spread} (n = {row['n']})",
-                                        "yes" if row["plateau"] else "no"]) + " |")
+        gain = "—" if pd.isna(row["gain_points"]) else f"{row['gain_points']:+.1f}{spread} (n = {row['n']})"
+        lines.append("| " + " | ".join([*cells, f"{row['epochs']:.0f}", f"{row['val_accuracy_final']:.1f}", gain,
+                                        row["trend"]]) + " |")
     return "\n".join(lines) + "\n"

@@ -9,13 +9,13 @@ from mlflow.tracking import MlflowClient
 
 from dashboards.claims import claim_table
 from dashboards.claims import to_markdown as claims_markdown
-from dashboards.figures import energy_model_data, series_columns, write_figures
+from dashboards.figures import energy_model_data, learning_columns, write_figures
 from dashboards.pareto import hypervolume_curve, pareto_table, reference_text
-from dashboards.plateau import PLATEAU_POINTS, WINDOW, plateau_table
+from dashboards.plateau import PLATEAU_TEXT, plateau_table
 from dashboards.plateau import to_markdown as plateau_markdown
 from dashboards.runs import energy_layers, epoch_history, load_runs
 from dashboards.tables import write_tables
-from runrecord import PARETO_OBJECTIVES, VAL_ACCURACY, comparable, finished_full_budget, objectives_text
+from runrecord import PARETO_OBJECTIVES, finished_full_budget, objectives_text
 from slt.errors import InputError
 
 
@@ -72,16 +72,16 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
         pareto.to_csv(out / "pareto.csv", index=False)
     history = epoch_history(tracking_uri, runs)
     figures = write_figures(runs, pareto, out, energy_layers(tracking_uri, runs), history)
-    plateau = plateau_table(runs, history, series_columns(comparable(runs, (VAL_ACCURACY,)), "epoch"))
+    plateau = plateau_table(runs, history, learning_columns(runs))
     if not plateau.empty:
         plateau.to_csv(out / "plateau.csv", index=False)
-        (out / "plateau.md").write_text(f"Did training level off? Validation accuracy gained over the last quarter "
-                                        f"of the epochs; plateau: < {PLATEAU_POINTS:g} point (dashboards/plateau.py)"
-                                        "\n\n" + plateau_markdown(plateau))
+        (out / "plateau.md").write_text(f"Did training level off? {PLATEAU_TEXT}\n\n" + plateau_markdown(plateau))
     energy = energy_model_data(runs)
-    if not energy.empty:  # every estimate per method: mean, std, count (mJ per image)
-        energy.set_axis([f"{name}_{stat}" for name, stat in energy.columns], axis=1).rename_axis("method").to_csv(
-            out / "energy.csv")
+    if not energy.empty:  # every estimate per method (tickets at the p nearest 0.5): mean, std, count (mJ per image)
+        flat = energy.set_axis([f"{name}_{stat}" for name, stat in energy.columns], axis=1)
+        flat.insert(0, "method", flat.index.map(energy.attrs["method"]))
+        flat.insert(1, "p", flat.index.map(energy.attrs["p"]))
+        flat.reset_index(drop=True).to_csv(out / "energy.csv", index=False)
     tables = write_tables(runs, out)
     claims = claim_table(runs)
     if not claims.empty:
@@ -114,8 +114,8 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plate
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if (out / "energy.csv").is_file():
-        parts.append('<li><a href="energy.csv">energy.csv</a> (energy per image under every estimate, per method: '
-                     'mean, std, n of full-budget runs)</li>')
+        parts.append('<li><a href="energy.csv">energy.csv</a> (energy per image under every estimate, per method, '
+                     'tickets at the p nearest 0.5: mean, std, n of full-budget runs)</li>')
     if pareto is not None:
         parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(pareto.attrs["objectives"])}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '
@@ -141,9 +141,7 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plate
                      '<a href="claims.csv">CSV</a> · <a href="claims.md">Markdown</a></p>'
                      + claims.drop(columns=["paper"]).to_html(border=0, index=False, float_format="%.3g"))
     if not plateau.empty:
-        parts.append(f"<h2>Trained to a plateau?</h2><p>Validation accuracy gained over the last quarter of the epochs "
-                     f"(mean of the last {WINDOW} epochs minus the {WINDOW} before the last quarter; points, mean ± std "
-                     f"over seeds); a plateau gains less than {PLATEAU_POINTS:g} point. "
+        parts.append(f"<h2>Trained to a plateau?</h2><p>{html.escape(PLATEAU_TEXT)} "
                      '<a href="plateau.csv">CSV</a> · <a href="plateau.md">Markdown</a></p>'
                      + plateau.to_html(border=0, index=False, float_format="%.3g"))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"

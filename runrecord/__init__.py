@@ -35,6 +35,8 @@ OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "energy_mj": "min", "ene
 # measured by a trial on its energy batch (slt.energy): the paper's convention, scaled by kept weights, effective
 # operations, memory-aware; beside them the SNN's break-even spike rate against its ANN and its input spike rate
 ENERGY_METRICS = ("energy_mj", "energy_mj_sparse", "energy_mj_effective", "energy_mj_memory_aware")
+ESTIMATES = {"energy_mj": "paper convention (dense connectivity)", "energy_mj_sparse": "scaled by kept weights",
+             "energy_mj_effective": "effective operations", "energy_mj_memory_aware": "memory-aware (Lemaire et al.)"}
 SPIKE_RATE_METRICS = ("break_even_spike_rate", "mean_input_spike_rate")
 VAL_ACCURACY = "val_accuracy"  # what chooses: the default objective, "best" trials, the best λ, fronts
 ACCURACY = "test_accuracy"  # what tables, curves and claims report (of what was chosen on validation)

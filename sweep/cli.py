@@ -49,7 +49,9 @@ def run(args: argparse.Namespace):
 
 def sitting_text(sittings: list[dict]) -> str:
     """'wall time 3.20 h over 2 sittings (1 resume)'; sittings a SIGKILL ended are counted, not timed."""
-    wall = sum(s["ended"] - s["started"] for s in sittings if s.get("ended"))
+    from sweep.engine import sittings_wall_s
+
+    wall = sittings_wall_s(sittings)
     untimed = sum(1 for s in sittings if not s.get("ended"))
     resumes = max(len(sittings) - 1, 0)
     return (f"wall time {wall / 3600:.2f} h over {len(sittings)} sitting{'s' * (len(sittings) != 1)} "

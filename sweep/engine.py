@@ -27,7 +27,7 @@ import runrecord
 from slt.config import TrainConfig, make_config
 from slt.data import read_dataset
 from slt.errors import InputError
-from sweep.space import SearchSpace
+from sweep.space import SearchSpace, grid_variants
 from sweep.study import FullBudgetOptunaSearch, OptunaStudyExport
 from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, close_running_children, deliver,
                             experiment_id, find_parent_run, first_line, share_columns, sweep_description, sweep_tags,
@@ -88,20 +88,24 @@ def run_sweep(space: SearchSpace, info: dict, options: SweepOptions):
     """Check the inputs, then run (or resume) the sweep; returns Tune's ResultGrid and the sweep's record.
     Raises SweepInterrupted after a Ctrl-C (the parent run then ends KILLED)."""
     sweep = check_inputs(space, info, options)
-    open_parent_run(sweep)
-    begin_sitting(sweep)
-    start_ray(options)
-    os.environ[OUTAGE_ENV] = str(options.tracking_outage_s)  # for the MLflow callback, restored or new
-    tuner = build_or_restore_tuner(sweep)
-    if options.resume:
-        quiet_resume_noise()
-    fit_started = time.perf_counter()
-    with graceful_interrupt() as interrupt:
-        results = tuner.fit()
-    if interrupt.requested:
-        end_interrupted(sweep)
-        raise SweepInterrupted({**sweep.record, "sweep_dir": str(sweep.sweep_dir)})
-    return results, finish_sweep(sweep, results, fit_seconds=time.perf_counter() - fit_started)
+    begin_sitting(sweep, open_parent_run(sweep))
+    try:
+        start_ray(options)
+        os.environ[OUTAGE_ENV] = str(options.tracking_outage_s)  # for the MLflow callback, restored or new
+        tuner = build_or_restore_tuner(sweep)
+        if options.resume:
+            quiet_resume_noise()
+        fit_started = time.perf_counter()
+        with graceful_interrupt() as interrupt:
+            results = tuner.fit()
+        if interrupt.requested:
+            end_interrupted(sweep)
+            raise SweepInterrupted({**sweep.record, "sweep_dir": str(sweep.sweep_dir)})
+        return results, finish_sweep(sweep, results, fit_seconds=time.perf_counter() - fit_started)
+    except BaseException as err:  # a tracking outage, a second Ctrl-C, a failed restore: the sitting ends timed
+        if not sweep.record["sittings"][-1]["ended"]:
+            close_sitting(sweep, f"stopped ({type(err).__name__}: {first_line(err)})"[:200])
+        raise
 
 
 def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep:
@@ -120,6 +124,12 @@ def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep
         if sweep_dir is None:
             raise InputError("resume", f"no sweep {prefix}-* in {storage} to resume; run without --resume")
         record = json.loads((sweep_dir / SWEEP_FILE).read_text())
+        started_from = record.get("space", {})
+        if (started_from.get("sha256"), started_from.get("overrides", [])) != (info["sha256"], info["overrides"]):
+            raise InputError("resume", f"the latest sweep {sweep_dir.name} was started from {started_from.get('file')} "
+                                       f"(sha256 {started_from.get('sha256')}, --set {started_from.get('overrides')}); "
+                                       f"the space is now {info['file']} (sha256 {info['sha256']}, --set "
+                                       f"{info['overrides']}): run without --resume for a new sweep")
     else:
         sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = options.tracking_uri or (record or {}).get("tracking_uri") or runrecord.default_tracking_uri()
@@ -140,10 +150,11 @@ def open_parent_run(sweep: Sweep) -> None:
     try:
         if sweep.record.get("parent_run_id"):
             parent_id = sweep.record["parent_run_id"]
+            earlier = sweep.client.get_run(parent_id)  # as the last driver left it
             sweep.client.update_run(parent_id, status="RUNNING")
-            if runrecord.REASON_TAG in sweep.client.get_run(parent_id).data.tags:  # why it stopped last time
+            if runrecord.REASON_TAG in earlier.data.tags:  # why it stopped last time
                 sweep.client.delete_tag(parent_id, runrecord.REASON_TAG)
-            return
+            return earlier.info
         experiment = experiment_id(sweep.client, sweep.space.name)
         share_columns(sweep.client, experiment, sweep.record["name"], searched_fields(sweep.space),
                       [o.metric for o in sweep.space.objectives])
@@ -152,33 +163,42 @@ def open_parent_run(sweep: Sweep) -> None:
         raise InputError("tracking_uri", f"cannot write to MLflow at {sweep.tracking_uri} ({first_line(err)})") from None
     sweep.record.update(parent_run_id=parent_id, experiment_id=experiment)
     write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
+    return None
 
 
-def begin_sitting(sweep: Sweep) -> None:
+def begin_sitting(sweep: Sweep, earlier=None) -> None:
     """Note in sweep.json that a driver starts on the sweep: its sittings (the first, then one per
     --resume) with their start, end and outcome, so the sweep's wall time and resumes are known.
-    A sweep begun before sittings were kept gets its earlier driver as one sitting, timed from the
-    parent run's start to its end where that driver ended it (interrupted), else untimed."""
+    `earlier`: the parent run's info as the last driver left it (open_parent_run), for a resumed sweep
+    begun before sittings were kept; its earlier drivers become one sitting, from the parent's start
+    to its end where a driver last ended it (interrupted; idle time between them included), else untimed."""
     sittings = sweep.record.setdefault("sittings", [])
-    if not sittings and sweep.options.resume:
-        parent = sweep.client.get_run(sweep.record["parent_run_id"]).info
-        ended = parent.end_time if parent.status == "KILLED" and parent.end_time else None
-        sittings.append({"started": parent.start_time / 1000, "ended": ended and ended / 1000,
-                         "outcome": "interrupted" if ended else "unknown (kept no record)"})
+    if not sittings and earlier is not None:
+        ended = earlier.end_time / 1000 if earlier.status == "KILLED" and earlier.end_time else None
+        sittings.append({"started": earlier.start_time / 1000, "ended": ended,
+                         "outcome": "interrupted (recorded before sittings were kept)" if ended
+                         else "unknown (recorded before sittings were kept)"})
     sittings.append({"started": time.time(), "ended": None, "outcome": "running, or killed"})
     write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
 
 
-def end_sitting(sweep: Sweep, outcome: str) -> list[Metric]:
-    """Close this driver's sitting in sweep.json; the parent's metrics `sittings` (drivers that ran the
-    sweep: 1 + resumes) and `wall_time_s` (their summed wall time; a sitting killed by SIGKILL is counted
-    but cannot be timed)."""
-    sittings = sweep.record["sittings"]
-    sittings[-1].update(ended=time.time(), outcome=outcome)
+def close_sitting(sweep: Sweep, outcome: str) -> None:
+    """End this driver's sitting in sweep.json with its outcome."""
+    sweep.record["sittings"][-1].update(ended=time.time(), outcome=outcome)
     write_json(sweep.sweep_dir / SWEEP_FILE, sweep.record)
-    now = int(time.time() * 1000)
-    wall = sum(s["ended"] - s["started"] for s in sittings if s["ended"])
-    return [Metric("sittings", len(sittings), now, 0), Metric("wall_time_s", wall, now, 0)]
+
+
+def sittings_wall_s(sittings: list[dict]) -> float:
+    """The summed wall time of the sittings that ended with a record (a SIGKILL leaves none)."""
+    return sum(s["ended"] - s["started"] for s in sittings if s.get("ended"))
+
+
+def end_sitting(sweep: Sweep, outcome: str) -> list[Metric]:
+    """close_sitting, and the parent's metrics `sittings` (drivers that ran the sweep: 1 + resumes) and
+    `wall_time_s` (their summed wall time; a sitting killed by SIGKILL is counted but cannot be timed)."""
+    close_sitting(sweep, outcome)
+    sittings, now = sweep.record["sittings"], int(time.time() * 1000)
+    return [Metric("sittings", len(sittings), now, 0), Metric("wall_time_s", sittings_wall_s(sittings), now, 0)]
 
 
 def create_parent_run(sweep: Sweep, experiment: str) -> str:
@@ -397,23 +417,6 @@ def searched_fields(space: SearchSpace) -> tuple[str, ...]:
     repeats."""
     names = [*space.searched, *(name for extra in [*space.include, *space.by_method.values()] for name in extra)]
     return tuple(dict.fromkeys([*names, *(["seed"] if space.repeats > 1 else [])]))
-
-
-def grid_variants(space: SearchSpace) -> list[dict]:
-    """Every configuration of `include` (the baselines) and the grid parameters, each over seeds
-    0..repeats-1, in the order trials start: seed-major, baselines first. A long sweep stopped part-way
-    then holds whole tables with fewer seeds (every cell's seed 0 before any seed 1), never cells
-    without their baseline."""
-    grids = {k: v.values for k, v in space.searched.items() if v.grid}
-    combos = [dict(extra) for extra in space.include]
-    combos += [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
-    combos = combos or [{}]
-    if space.by_method:  # each method's own fields, under what a combination sets itself
-        default = space.base.get("method", TrainConfig.model_fields["method"].default)
-        combos = [{**space.by_method.get(combo.get("method", default), {}), **combo} for combo in combos]
-    if space.repeats > 1:
-        combos = [{**combo, "seed": seed} for seed in range(space.repeats) for combo in combos]
-    return combos
 
 
 def param_space(space: SearchSpace, base: dict, progress_dir: str | None = None) -> dict:

@@ -8,6 +8,7 @@ after the profile and validated the same way. Every error is one line naming the
 
 import copy
 import hashlib
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -189,6 +190,14 @@ class SearchSpace(_Strict):
         if self.by_method and self.search.algorithm != "grid":
             raise ValueError("by_method: per-method fields need search.algorithm grid (with one method, set them "
                              "in base)")
+        if self.by_method and "method" in self.searched and not self.searched["method"].grid:
+            raise ValueError("by_method: needs method as a grid (or fixed in base or include); a sampled method "
+                             "cannot carry its own fields")
+        run = {combo.get("method", self.default_method) for combo in _combinations(self)}
+        unused = [m for m in self.by_method if m not in run]
+        if unused:
+            raise ValueError(f"by_method.{unused[0]}: no configuration of this sweep runs {unused[0]}; it runs: "
+                             f"{', '.join(sorted(run))}")
         if self.search.algorithm == "optuna":
             grids = [k for k, v in self.searched.items() if v.grid]
             if grids:
@@ -200,6 +209,11 @@ class SearchSpace(_Strict):
         return self
 
     @property
+    def default_method(self) -> str:
+        """The method of a configuration that sets none: base's, else the run config's default."""
+        return self.base.get("method", TrainConfig.model_fields["method"].default)
+
+    @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
@@ -209,6 +223,27 @@ class SearchSpace(_Strict):
         may end a trial at any epoch (its last result then carries energy). Otherwise at the end only:
         measuring it costs ~12 % of a demo trial's epoch."""
         return self.scheduler.type != "none" or any(o.metric in ENERGY_METRICS for o in self.objectives)
+
+
+def grid_variants(space: SearchSpace) -> list[dict]:
+    """Every configuration of `include` (the baselines) and the grid parameters, each over seeds
+    0..repeats-1, in the order trials start: seed-major, baselines first. A long sweep stopped part-way
+    then holds whole tables with fewer seeds (every cell's seed 0 before any seed 1), never cells
+    without their baseline."""
+    combos = [{**space.by_method.get(combo.get("method", space.default_method), {}), **combo}
+              for combo in _combinations(space)]  # each method's own fields, under what a combination sets
+    if space.repeats > 1:
+        combos = [{**combo, "seed": seed} for seed in range(space.repeats) for combo in combos]
+    return combos
+
+
+
+def _combinations(space: SearchSpace) -> list[dict]:
+    """`include`'s configurations, then every combination of the grid parameters ([{}] for none)."""
+    grids = {k: v.values for k, v in space.searched.items() if v.grid}
+    combos = [dict(extra) for extra in space.include]
+    combos += [dict(zip(grids, values)) for values in itertools.product(*grids.values())] if grids else []
+    return combos or [{}]
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -318,3 +353,13 @@ def _check_run_configs(space: SearchSpace) -> None:
                 make_config(**{**space.base, name: value})
             except InputError as err:
                 raise InputError(f"searched.{name}", err.problem) from None
+    for index, combo in enumerate(_combinations(space)):  # each as it runs: base, its method's fields, its own
+        method = combo.get("method", space.default_method)
+        own = space.by_method.get(method, {})
+        try:
+            make_config(**{**space.base, **own, **combo})
+        except InputError as err:
+            where = (f"by_method.{method}" if err.field in own and err.field not in combo else
+                     f"include.{index}" if index < len(space.include) else
+                     "searched" if err.field in space.searched else "base")
+            raise InputError(f"{where}.{err.field}", err.problem) from None

@@ -88,6 +88,7 @@ def test_one_seed_per_configuration_gives_no_verdict():
         table = claim_table(_runs(rows))
         assert len(table) and set(table["verdict"]) == {"insufficient seeds (n = 1)"}, table[["claim", "verdict"]]
         assert (table["n"] == 1).all()
+        assert not any("nan" in text for text in table["measured"]), list(table["measured"])  # no spread of one run
 
 
 def test_unequal_budgets_give_no_verdict():

@@ -180,7 +180,7 @@ def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_p
     assert main(["report", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
     index = (out / "index.html").read_text()
     energy = pd.read_csv(out / "energy.csv")  # mpslt at the p nearest 0.5: trial 16's p = 0.1 + 16/40, one run
-    assert energy[["method", "energy_mj_count"]].values.tolist() == [["mpslt p=0.5", 1]]
+    assert energy[["method", "p", "energy_mj_count"]].values.tolist() == [["mpslt", 0.5, 1]]
     assert energy["energy_mj_mean"].iloc[0] == pytest.approx(trials[16][2])
     for name in ("runs.csv", "pareto.csv", "energy.csv"):
         assert (out / name).is_file() and f'href="{name}"' in index

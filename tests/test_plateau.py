@@ -24,6 +24,13 @@ def test_quarter_gain_compares_the_last_epochs_with_those_before_the_last_quarte
     assert math.isnan(quarter_gain([0.4]))  # nothing before the last quarter
 
 
+def test_trend_tells_a_plateau_from_a_rise_a_collapse_and_a_run_too_short():
+    from dashboards.plateau import trend
+
+    assert [trend(g) for g in (0.0, 0.99, -0.99, 1.0, 4.0, -1.0, -10.0, math.nan)] == [
+        "plateau", "plateau", "plateau", "rising", "rising", "falling", "falling", "too short"]
+
+
 def _sweep(tmp_path):
     """A parent and six trials of 12 epochs: two seeds of a dense SNN that levels off (gains 0.5 and 0.9
     points), two of a ticket still rising (4 and 6 points), one early-stopped and one failed trial."""
@@ -62,7 +69,7 @@ def test_plateau_table_reads_every_epoch_from_mlflow_and_judges_each_configurati
     assert table.loc["snn", "gain_points_std"] == pytest.approx(np.std([0.5, 0.9], ddof=1))
     assert table.loc["mpslt", "gain_points"] == pytest.approx(5.0)
     assert table["n"].to_dict() == {"mpslt": 2, "snn": 2} and set(table["epochs"]) == {12}
-    assert table["plateau"].to_dict() == {"mpslt": False, "snn": True}
+    assert table["trend"].to_dict() == {"mpslt": "rising", "snn": "plateau"}
     assert table.loc["snn", "val_accuracy_final"] == pytest.approx(100 * 0.507)
 
     curves = {spec.name: spec for spec in figure_specs(runs, None, history=history)}["learning_curves"]
@@ -78,8 +85,10 @@ def test_report_writes_the_plateau_table_and_the_learning_curves(tmp_path):
     out = tmp_path / "report"
     written = write_report("curves", uri, out, log_to_mlflow=False)
     table = pd.read_csv(out / "plateau.csv")
-    assert table[["method", "n", "plateau"]].values.tolist() == [["mpslt", 2, False], ["snn", 2, True]]
-    assert "| snn | 12 | 50.7 | +0.7 ± 0.3 (n = 2) | yes |" in (out / "plateau.md").read_text()
+    assert table[["method", "n", "trend"]].values.tolist() == [["mpslt", 2, "rising"], ["snn", 2, "plateau"]]
+    assert "| snn | 12 | 50.7 | +0.7 ± 0.3 (n = 2) | plateau |" in (out / "plateau.md").read_text()
     assert {"learning_curves"} <= {f["name"] for f in written["figures"]}
     assert (out / "learning_curves.png").stat().st_size > 0
+    page = (out / "learning_curves.html").read_text()
+    assert page.count('"fill":"toself"') == 2  # a ±1 std band for each of the two curves (2 seeds each)
     assert 'href="plateau.csv"' in (out / "index.html").read_text()

@@ -9,8 +9,8 @@ import pytest
 
 from slt.errors import InputError
 from app.sweep import main
-from sweep.engine import grid_variants, param_space, searched_fields, seed_points
-from sweep.space import PROFILES, load_space
+from sweep.engine import param_space, searched_fields, seed_points
+from sweep.space import PROFILES, grid_variants, load_space
 
 BUNDLED = ["decay_rate", "decay_grid", "pruning_ratio", "timestep", "finetune", "pareto", "patch_ratio", "balance"]
 
@@ -144,6 +144,21 @@ def test_bad_by_method_is_one_line_naming_the_field(tmp_path, by_method, field):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("searched,extra,field,problem", [
+    ("  method: {type: choice, values: [slt, mpslt]}\n", "num_samples: 2\n", "by_method", "a sampled method"),
+    ("  method: {type: grid, values: [mpslt]}\n", "", "by_method.slt", "it runs: mpslt"),  # no slt trial
+    ("  method: {type: grid, values: [slt]}\n  finetune_epochs: {type: grid, values: [0, 20]}\n", "",
+     "by_method.slt.epochs", "must exceed"),  # slt's own 10 epochs cannot hold 20 of fine-tuning
+])
+def test_by_method_is_checked_against_the_configurations_that_run(tmp_path, searched, extra, field, problem):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\nbase: {{model: vgg9, dataset: digits}}\nsearched:\n{searched}{extra}"
+                    "by_method: {slt: {epochs: 10}}\nprofiles: {demo: {}}\n")
+    with pytest.raises(InputError) as err:
+        load_space(str(path))
+    assert err.value.field == field and problem in err.value.problem, err.value
+
+
 def test_by_method_needs_a_grid_search(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nbase: {model: vgg9, dataset: digits}\nsearched:\n  decay: {type: uniform, low: 0.1, "
@@ -180,6 +195,24 @@ def test_sweep_bad_input_fails_in_one_line_before_anything_starts(tmp_path, caps
     assert code == 2 and err.startswith(f"sweep: error: {field}: ") and err.count("\n") == 1, err
     assert time.perf_counter() - started < 20
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_resume_refuses_a_sweep_started_from_another_space_or_other_overrides(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "results" / "decay_rate-demo-20260101-000000"
+    folder.mkdir(parents=True)
+    _, info = load_space("decay_rate", "demo")
+    for started_from, what in (({**info, "sha256": "0123456789abcdef"}, "sha256 0123456789abcdef"),
+                               ({**info, "overrides": ["num_samples=4"]}, "--set ['num_samples=4']")):
+        (folder / "sweep.json").write_text(json.dumps({"parent_run_id": "p", "space": started_from, "name": folder.name}))
+        code = main("decay_rate", ["--resume", "--storage", str(tmp_path / "results"),
+                                   "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("sweep: error: resume: the latest sweep decay_rate-demo-20260101-000000 ")
+        assert what in err and "run without --resume for a new sweep" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before anything was opened
 
 
 @pytest.mark.parametrize("place,field", [("storage", "storage"), ("reports", "reports"), ("tracking", "tracking_uri"),
@@ -234,26 +267,32 @@ def test_first_ctrl_c_asks_tune_to_stop_and_a_second_stops_at_once(capsys):
 def test_sittings_are_kept_in_sweep_json_and_a_sweep_from_before_them_counts_its_first_driver(tmp_path, monkeypatch):
     import json
 
+    from mlflow.tracking import MlflowClient
+
     from sweep import engine
     from sweep.cli import sitting_text
 
-    parent = SimpleNamespace(info=SimpleNamespace(status="KILLED", start_time=1_000_000, end_time=1_600_000))
-    sweep = SimpleNamespace(record={"parent_run_id": "p"}, options=SimpleNamespace(resume=True), sweep_dir=tmp_path,
-                            client=SimpleNamespace(get_run=lambda run_id: parent))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.create_run(client.create_experiment("s"), start_time=1_000_000).info.run_id
+    client.set_terminated(parent, "KILLED", end_time=1_600_000)  # its driver was interrupted after 600 s
+    record = {"parent_run_id": parent}  # a sweep.json written before sittings were kept
+    sweep = SimpleNamespace(record=record, sweep_dir=tmp_path, client=client)
     clock = iter([5000.0, 5300.0, 5300.0])
     monkeypatch.setattr(engine.time, "time", lambda: next(clock))
-    engine.begin_sitting(sweep)  # resumed, no sittings recorded yet: the interrupted first driver ran 600 s
+    engine.begin_sitting(sweep, engine.open_parent_run(sweep))  # the resumed parent is RUNNING again
+    assert client.get_run(parent).info.status == "RUNNING"
     metrics = {m.key: m.value for m in engine.end_sitting(sweep, "finished")}
     sittings = json.loads((tmp_path / engine.SWEEP_FILE).read_text())["sittings"]
-    assert sittings == [{"started": 1000.0, "ended": 1600.0, "outcome": "interrupted"},
+    assert sittings == [{"started": 1000.0, "ended": 1600.0, "outcome": "interrupted (recorded before sittings "
+                                                                       "were kept)"},
                         {"started": 5000.0, "ended": 5300.0, "outcome": "finished"}]
     assert metrics == {"sittings": 2, "wall_time_s": 900.0}
     assert sitting_text(sittings) == "wall time 0.25 h over 2 sittings (1 resume)"
     killed = [*sittings, {"started": 6000.0, "ended": None, "outcome": "running, or killed"}]
     assert sitting_text(killed) == "wall time 0.25 h over 3 sittings (2 resumes; 1 untimed)"
-    parent.info.status = "RUNNING"  # its driver was killed: counted, not timed
-    sweep.record = {"parent_run_id": "p"}
+
+    sweep.record = {"parent_run_id": parent}  # its driver was killed: the parent stayed RUNNING, so untimed
     clock = iter([7000.0])
-    engine.begin_sitting(sweep)
+    engine.begin_sitting(sweep, engine.open_parent_run(sweep))
     assert [s["ended"] for s in sweep.record["sittings"]] == [None, None]
-    assert sweep.record["sittings"][0]["outcome"] == "unknown (kept no record)"
+    assert sweep.record["sittings"][0]["outcome"] == "unknown (recorded before sittings were kept)"
