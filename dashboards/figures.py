@@ -21,8 +21,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from dashboards.pareto import hypervolume_curve, reference_text
-from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, TRIAL_TAG, VAL_ACCURACY,
-                       comparable, finished_full_budget)
+from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, RUN_FIELDS, TRIAL_TAG,
+                       VAL_ACCURACY, comparable, finished_full_budget)
 from slt.config import TRANSFORMERS
 from slt.methods import METHODS
 
@@ -394,9 +394,12 @@ def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | N
 
 
 def learning_columns(runs: pd.DataFrame) -> list[str]:
-    """What a learning curve (and a row of the plateau table) is: the series of the accuracy curves over
-    the full-budget runs with validation accuracy (method, with p, q, T or λ where a grid holds few values)."""
-    return series_columns(comparable(runs, (VAL_ACCURACY,)), "epoch")
+    """What a learning curve (and a row of the plateau table) is: a configuration, i.e. the method and
+    every other run-config field that differs between the full-budget runs with validation accuracy
+    (p, T, λ, a method's lr, ...); the seeds of a configuration are averaged."""
+    done = comparable(runs, (VAL_ACCURACY,))
+    varied = [c for c in RUN_FIELDS if c in done and c not in ("method", "seed") and done[c].nunique(dropna=False) > 1]
+    return ["method", *varied]
 
 
 def _learning_spec(runs: pd.DataFrame, history: pd.DataFrame | None, colors: dict[str, str]) -> Spec | None:

@@ -92,3 +92,19 @@ def test_report_writes_the_plateau_table_and_the_learning_curves(tmp_path):
     page = (out / "learning_curves.html").read_text()
     assert page.count('"fill":"toself"') == 2  # a ±1 std band for each of the two curves (2 seeds each)
     assert 'href="plateau.csv"' in (out / "index.html").read_text()
+
+
+def test_a_configuration_is_the_method_and_every_field_that_differs_between_runs():
+    from dashboards.figures import learning_columns
+
+    rows = [{"method": m, "lr": lr, "p": 0.5, "seed": seed, "run_status": "FINISHED", "full_budget": True,
+             "early_stopped": False, "val_accuracy": 0.5} for m, lr in (("slt", 0.1), ("slt", 0.4), ("lt", 0.2))
+            for seed in (0, 1)]
+    rows.append({**rows[0], "lr": 0.8, "run_status": "FAILED"})  # a failed run varies nothing
+    assert learning_columns(pd.DataFrame(rows)) == ["method", "lr"]  # seeds are averaged; p is the same for all
+    history = pd.DataFrame([{"run_id": f"r{i}", "epoch": e, "val_accuracy": 0.1 * e} for i in range(6)
+                            for e in (1, 2, 3, 4)])
+    frame = pd.DataFrame(rows[:6]).assign(run_id=[f"r{i}" for i in range(6)], epoch=4)
+    table = plateau_table(frame, history, learning_columns(frame))
+    assert table[["method", "lr", "n"]].values.tolist() == [["lt", 0.2, 2], ["slt", 0.1, 2], ["slt", 0.4, 2]]
+    assert table["gain_points"].tolist() == pytest.approx([10.0, 10.0, 10.0])  # epoch 4 against epoch 3
