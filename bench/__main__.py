@@ -5,7 +5,7 @@
 
 import argparse
 
-from bench import decay_search, pareto_search, sweep_budget, train_step
+from bench import decay_search, pareto_search, sweep_budget, train_step, worker_reuse
 
 
 def main(argv=None) -> None:
@@ -14,7 +14,8 @@ def main(argv=None) -> None:
                                                          "(default: bundled digits at 32x32)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that everything runs")
     args = parser.parse_args(argv)
-    step_args = ["--data-dir", args.data_dir] if args.data_dir else []
+    data_args = ["--data-dir", args.data_dir] if args.data_dir else []
+    step_args = list(data_args)
     if args.quick:
         step_args += ["--batches", "1", "--rounds", "1", "--batch-size", "8", "--matmul-n", "128"]
     train_step.main(step_args)
@@ -25,6 +26,8 @@ def main(argv=None) -> None:
     print()
     sweep_budget.main(["--set", "base.epochs=2", "--set", "searched.decay.values=[0.3,0.5,0.7]"]
                       if args.quick else [])
+    print()
+    worker_reuse.main(data_args + (["--epochs", "2", "--subset", "100"] if args.quick else []))
 
 
 if __name__ == "__main__":

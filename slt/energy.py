@@ -52,7 +52,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, MACCou
 from torch import nn
 
 from slt.energy_table import MEMORY_AWARE_TABLE
-from slt.models.neurons import LIF
+from slt.models.neurons import LIF, neuron_backend
 from slt.models.spikformer import MatMul
 from slt.tickets import ticket_layers
 from slt.tickets.supermask import TicketLayer
@@ -311,7 +311,9 @@ def opcounter_energy(model: nn.Module, inputs: torch.Tensor, batch: int, *, e_ma
     was_training = model.training
     model.eval()
     try:
-        with DispatchCounterMode([macs, synops]):
+        # spikingjelly's LIF under the counter: the fused LIF compiled inside a dispatch mode leaves a kernel
+        # that every later training step of the process runs ~2x slower (bench/worker_reuse.py)
+        with neuron_backend(model, "spikingjelly"), DispatchCounterMode([macs, synops]):
             model(inputs)
     finally:
         model.train(was_training)

@@ -212,6 +212,25 @@ def test_spiking_vgg_within_documented_padding_tolerance_of_opcounter():
     assert -0.15 < report["opcounter_relative_difference"] <= 0.0  # zero padding: exact count is lower
 
 
+def test_the_op_counter_runs_spikingjelly_lif_and_gives_the_model_its_fused_lif_back(monkeypatch):
+    from slt.models import fused_lif
+    from slt.models.neurons import set_neuron_backend
+
+    torch.manual_seed(0)
+    model = build_model("vgg9", num_classes=10, in_channels=3, image_size=32, spiking=True, T=4, width=0.25)
+    set_neuron_backend(model, "fused")
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    lifs[0].backend = "spikingjelly"  # each LIF's own backend comes back, mixed ones too
+    calls = []
+    monkeypatch.setattr(fused_lif, "_call", lambda name, *args: calls.append(name) or fused_lif._PLAIN[name](*args))
+    report = measure_energy(model, torch.randn(4, 3, 32, 32) * 3, spiking=True, T=4)
+    # the layer probe's pass ran the fused LIF of the 7 fused layers; the op counter's pass none of it
+    # (the fused LIF compiled inside its dispatch mode slowed every later step of the process ~2x)
+    assert len(lifs) == 8 and calls == ["forward"] * 7
+    assert [m.backend for m in lifs] == ["spikingjelly"] + ["fused"] * 7
+    assert report["opcounter_synops"] > 0
+
+
 def dvs_frames(T: int, batch: int) -> torch.Tensor:
     """Event frames [T, B, 2, 32, 32] of event counts 0..2 (2 somewhere for sure, so they are non-binary)."""
     frames = torch.randint(0, 3, (T, batch, 2, 32, 32), generator=torch.Generator().manual_seed(0)).float()

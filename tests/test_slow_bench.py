@@ -24,7 +24,8 @@ def test_bench_runner_prints_every_ratio():
                  "GP trials to propose a λ tied with the best", "utilisation (full budget) =",
                  "NSGA-II + MO-ASHA     : hypervolume / full-budget final at 50 % of the epochs",
                  "MO-ASHA epoch ratio to 0.95 of the full-budget search's final hypervolume",
-                 "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA"):
+                 "epochs spent: ASHA", "test accuracy of the trial best on validation: ASHA",
+                 "second trial, same process, main thread", "fresh process (after)"):
         assert line in out, f"missing {line!r} in:\n{out}"
     # ASHA (grace 1, 2-epoch budget) never spends more than the full budget; whether it stops one of these 3
     # trials depends on the order their first epochs arrive in (asynchronous), so that is tested in

@@ -5,6 +5,7 @@ unit unfolds to [T, B, ...] for spikingjelly's multi-step LIF and folds back.
 """
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,19 @@ def set_neuron_backend(model: nn.Module, backend: str) -> None:
     for module in model.modules():
         if isinstance(module, LIF):
             module.backend = backend
+
+
+@contextmanager
+def neuron_backend(model: nn.Module, backend: str):
+    """Every LIF of `model` runs `backend` inside the block, and its own backend again after it."""
+    lifs = [module for module in model.modules() if isinstance(module, LIF)]
+    before = [lif.backend for lif in lifs]
+    set_neuron_backend(model, backend)
+    try:
+        yield
+    finally:
+        for lif, backend_before in zip(lifs, before):
+            lif.backend = backend_before
 
 
 @dataclass(frozen=True)
