@@ -98,10 +98,11 @@ def test_grid_variants_cross_grids_add_includes_and_repeat_seeds_seed_major_base
     variants = grid_variants(space)
     assert len(variants) == (2 + 4 * 4) * 3
     dense = [{"method": "ann", "optimizer": "adam", "lr": 0.002}, {"method": "snn", "optimizer": "adam", "lr": 0.002}]
-    lt = {"method": "lt", "optimizer": "sgd", "lr": 0.2}  # by_method: each method's optimiser and lr
+    lt = {"method": "lt", "optimizer": "sgd", "lr": 0.05}  # by_method: each method's optimiser and lr
     # every configuration's seed 0 (baselines first), then every seed 1, then every seed 2
     assert variants[:3] == [{**dense[0], "seed": 0}, {**dense[1], "seed": 0}, {**lt, "p": 0.3, "seed": 0}]
-    assert variants[17] == {"method": "mpslt", "optimizer": "sgd", "lr": 0.4, "p": 0.9, "seed": 0}
+    assert variants[17] == {"method": "mpslt", "optimizer": "sgd", "lr": 0.1, "p": 0.9, "seed": 0}
+    assert variants[6] == {"method": "slt", "optimizer": "sgd", "lr": 0.2, "p": 0.3, "seed": 0}
     assert variants[18] == {**dense[0], "seed": 1}
     assert [v["seed"] for v in variants] == [0] * 18 + [1] * 18 + [2] * 18
     params = param_space(space, space.base)
