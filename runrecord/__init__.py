@@ -9,6 +9,7 @@ Importing this module loads neither Ray nor torch (nor MLflow or pandas): the fu
 runs take pandas frames or plain dicts, the record builder takes a `slt.train.TrainingRun`.
 """
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,6 +21,9 @@ from slt.config import TrainConfig
 METRICS_FILE = "metrics.json"  # a run's final record (final_record), in `slt train --out` and every trial
 ENERGY_TABLE_FILE = "energy_layers.json"  # the per-layer energy table, a trial's second artifact
 CHECKPOINT_FILE = "checkpoint.pt"  # `slt train`'s whole TrainingRun state
+# a trial's Tune checkpoint folder: its TrainingRun state, and {"epoch": n} to pick the most advanced one
+TRIAL_STATE_FILE = "state.pt"
+TRIAL_PROGRESS_FILE = "progress.json"
 
 # Metrics reported by a trial every epoch and logged to MLflow under these names (slt emits them so).
 # val_*: the validation split carved from the training data; test_*: the test split. mean_firing_rate is
@@ -156,6 +160,14 @@ def default_tracking_uri() -> str:
     folder = Path("mlruns").resolve()
     folder.mkdir(exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def checkpoint_epochs(directory: Path) -> int:
+    """The epochs a trial's checkpoint folder holds (its progress file), or -1 if it cannot be read."""
+    try:
+        return json.loads((Path(directory) / TRIAL_PROGRESS_FILE).read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return -1
 
 
 def sqlite_path(uri: str) -> Path | None:

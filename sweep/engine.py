@@ -35,6 +35,7 @@ from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 SCHEDULER_FILE = "mo_asha.json"  # beside it: MO-ASHA's rungs, which a resumed sweep reads back
+PROGRESS_DIR = "progress"  # beside it: each trial's note of its newest checkpoint (trainables.ticket)
 
 
 @dataclass
@@ -331,7 +332,7 @@ def build_or_restore_tuner(sweep: Sweep):
     single = None if space.multi_objective else space.objectives[0]
     return tune.Tuner(
         trainable,
-        param_space=param_space(space, sweep.base, progress_dir=str(sweep.sweep_dir / "progress")),
+        param_space=param_space(space, sweep.base, progress_dir=str(sweep.sweep_dir / PROGRESS_DIR)),
         tune_config=tune.TuneConfig(
             metric=single.metric if single else None, mode=single.mode if single else None,
             num_samples=space.num_samples, search_alg=make_searcher(space),

@@ -21,6 +21,26 @@ esac
 """
 
 
+def run_script(tmp_path, behaviour, carried=(), tracking_db=False):
+    """The script with the fake interpreter, `carried` archives and (or not) an MLflow store; the calls made."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "carried").mkdir()
+    for name in carried:
+        (tmp_path / "carried" / name).write_text("")
+    if tracking_db:
+        (tmp_path / "mlflow.db").write_text("")
+    log = tmp_path / "calls"
+    done = subprocess.run(["bash", str(SCRIPT), "timestep", "decay_grid"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHON": str(fake), "CALLS": str(log), "BEHAVIOUR": behaviour,
+                               "CARRIED": str(tmp_path / "carried"), "TRACKING_DB": str(tmp_path / "mlflow.db")})
+    made = [line.replace("sweep/", "").replace(".py", "").replace(" --profile cpu --quiet --reports docs/reproduction",
+                                                                    "").replace(str(tmp_path), "TMP")
+            for line in log.read_text().splitlines()]
+    return done, made
+
+
 @pytest.mark.parametrize("behaviour,code,calls", [
     ("none-yet", 0, ["timestep --resume", "timestep", "decay_grid --resume", "decay_grid"]),
     ("resumes", 0, ["timestep --resume", "decay_grid --resume"]),
@@ -28,15 +48,21 @@ esac
     ("interrupted", 130, ["timestep --resume"]),  # Ctrl-C: the next sweep does not start
 ])
 def test_each_sweep_is_continued_and_only_started_afresh_when_there_is_none(tmp_path, behaviour, code, calls):
-    fake = tmp_path / "python"
-    fake.write_text(FAKE)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "calls"
-    done = subprocess.run(["bash", str(SCRIPT), "timestep", "decay_grid"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHON": str(fake), "CALLS": str(log), "BEHAVIOUR": behaviour})
+    done, made = run_script(tmp_path, behaviour)
     assert done.returncode == code, done.stderr
-    made = [line.replace("sweep/", "").replace(".py", "").replace(" --profile cpu --quiet --reports docs/reproduction",
-                                                                    "") for line in log.read_text().splitlines()]
     assert made == calls
     if behaviour == "bad-input":
         assert "sweep: error: data_dir: /nowhere does not exist" in done.stderr  # passed through as it came
+
+
+@pytest.mark.parametrize("tracking_db,calls", [
+    (False, ["-m sweep.carry unpack TMP/carried/reproduction-20261202.tar.xz", "timestep --resume",
+             "decay_grid --resume"]),  # a new checkout: the newest archive first, then each sweep's --resume
+    (True, ["timestep --resume", "decay_grid --resume"]),  # an MLflow store here: its sweeps go on, no unpack
+])
+def test_the_newest_carried_archive_is_unpacked_where_there_is_no_mlflow_store(tmp_path, tracking_db, calls):
+    done, made = run_script(tmp_path, "resumes", carried=["reproduction-20261201.tar.xz",
+                                                          "reproduction-20261202.tar.xz"], tracking_db=tracking_db)
+    assert done.returncode == 0, done.stderr
+    assert made == calls
+    assert ("is not unpacked" in done.stdout) == tracking_db

@@ -6,8 +6,10 @@ servers bind to 127.0.0.1 (the two Ray nodes to 127.0.0.2, see test_slow_launch)
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import tarfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -144,6 +146,52 @@ def test_ctrl_c_stops_gracefully_prints_the_resume_command_and_resume_loses_noth
     parent = client.get_run(parents[0].info.run_id).data.metrics
     assert parent["sittings"] == 3 and parent["wall_time_s"] == pytest.approx(sum(timed))
     assert "over 3 sittings (2 resumes" in resumed.stdout
+
+
+def test_a_stopped_sweep_packed_and_unpacked_on_a_bare_checkout_resumes_where_it_stopped(tmp_path, tmp_path_factory):
+    settings = ["--set", "num_samples=3", "--set", "base.epochs=8"]
+    driver = start(tmp_path, *settings)
+    def finished_and_running():
+        kids = children(tmp_path)[2]
+        return [k for k in kids if k.info.status == "FINISHED"] and running_with_epochs(tmp_path, 2)
+    wait_for(finished_and_running, 600, "a finished trial and one in its third epoch")
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=180) == 130
+    with suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    client, _, kids = children(tmp_path)
+    unfinished = {k.data.tags["trial_id"] for k in kids if k.info.status != "FINISHED"}
+    steps_before = {k.data.tags["trial_id"]: len(client.get_metric_history(k.info.run_id, "epoch")) for k in kids}
+    (sweep_dir,) = (tmp_path / "results").glob("decay_rate-demo-*")
+
+    archive = tmp_path_factory.mktemp("carried") / "sweep.tar.xz"
+    packed = subprocess.run([VENV_BIN / "python", "-m", "sweep.carry", "pack", archive, sweep_dir],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    trial_dirs = {note.stem: Path(json.loads(note.read_text())["checkpoint"]).parent.relative_to(tmp_path)
+                  for note in (sweep_dir / "progress").glob("*.json")}  # trial id -> its folder
+    on_disk = {p.relative_to(tmp_path).as_posix() for p in sweep_dir.rglob("checkpoint_*/state.pt")}
+    with tarfile.open(archive, "r:xz") as tar:  # every checkpoint of the unfinished trials, none of the finished
+        states = {n for n in tar.getnames() if n.endswith("/state.pt")}
+    finished = {f"{folder.as_posix()}/" for t, folder in trial_dirs.items() if t not in unfinished}
+    dropped = {n for n in on_disk if any(n.startswith(folder) for folder in finished)}
+    assert dropped and states == on_disk - dropped and states  # some left out, every other one carried
+    shutil.rmtree(tmp_path)  # the bare checkout: no ray_results, no MLflow store
+    tmp_path.mkdir()
+    unpacked = subprocess.run([VENV_BIN / "python", "-m", "sweep.carry", "unpack", archive],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert unpacked.returncode == 0 and "--resume" in unpacked.stdout, unpacked.stderr[-3000:]
+
+    resumed = subprocess.run(sweep_cmd(tmp_path, "decay_rate", *settings, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # a URI this process has not opened: MLflow keeps one engine per URI, and that one still reads the deleted file
+    client, parents, kids = children(tmp_path, uri=f"sqlite:///{tmp_path}/./mlflow.db")
+    check_complete(client, parents, kids, trials=3, epochs=8)  # the unfinished trials went on from their epochs
+    for kid in kids:  # the finished ones did not run again
+        if kid.data.tags["trial_id"] not in unfinished:
+            assert len(client.get_metric_history(kid.info.run_id, "epoch")) == steps_before[kid.data.tags["trial_id"]]
+    assert "over 2 sittings (1 resume" in resumed.stdout
 
 
 # ------------------------------------------------------------------------------ tracking server outage

@@ -20,8 +20,8 @@ def sweep_cmd(tmp_path, script="decay_rate", *extra):
             "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra]
 
 
-def children(tmp_path, experiment="decay_rate"):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def children(tmp_path, experiment="decay_rate", uri=None):
+    client = MlflowClient(uri or f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return client, [], []

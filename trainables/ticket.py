@@ -24,16 +24,6 @@ from slt.config import make_config
 from slt.tickets import pruned_fraction
 from slt.train import TrainingRun
 
-STATE_FILE = "state.pt"
-PROGRESS_FILE = "progress.json"  # {"epoch": n} in every checkpoint, to pick the most advanced one
-
-
-def _epochs_in(directory: Path) -> int:
-    try:
-        return json.loads((directory / PROGRESS_FILE).read_text())["epoch"]
-    except (OSError, ValueError, KeyError):
-        return -1
-
 
 def _noted(progress_dir: str | None) -> Path | None:
     """The checkpoint this trial last noted in the sweep's progress folder (None if it noted none)."""
@@ -69,8 +59,8 @@ def latest_state_file(progress_dir: str | None) -> Path | None:
     given = tune.get_checkpoint()
     candidates = [Path(given.path)] if given is not None else []
     candidates += [noted] if (noted := _noted(progress_dir)) is not None else []
-    candidates = [c for c in candidates if (c / STATE_FILE).is_file() and _epochs_in(c) >= 0]
-    return max(candidates, key=_epochs_in) / STATE_FILE if candidates else None
+    candidates = [c for c in candidates if (c / runrecord.TRIAL_STATE_FILE).is_file() and runrecord.checkpoint_epochs(c) >= 0]
+    return max(candidates, key=runrecord.checkpoint_epochs) / runrecord.TRIAL_STATE_FILE if candidates else None
 
 
 @dataclass(frozen=True)
@@ -111,8 +101,8 @@ def _report(run: TrainingRun, epoch: dict, options: Options, data: dict) -> None
         return
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        torch.save(run.state_dict(), directory / STATE_FILE)
-        (directory / PROGRESS_FILE).write_text(json.dumps({"epoch": run.epoch}))
+        torch.save(run.state_dict(), directory / runrecord.TRIAL_STATE_FILE)
+        (directory / runrecord.TRIAL_PROGRESS_FILE).write_text(json.dumps({"epoch": run.epoch}))
         if run.done:
             record = runrecord.final_record(run, energy)
             (directory / runrecord.METRICS_FILE).write_text(json.dumps(record, indent=2))
