@@ -50,6 +50,8 @@ def main(argv=None) -> None:
     parser.add_argument("--method", default="slt", help="a spiking method")
     parser.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)  # the child process's part
     args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error(f"--epochs {args.epochs}: allowed: 2 or more (the first epoch, which compiles, is not timed)")
     fields = {"method": args.method, "model": "vgg9", "width": 0.25, "epochs": args.epochs, "subset": args.subset,
               "optimizer": "sgd", "lr": 0.1, "T": 4, "seed": 0, "neuron_backend": "fused",
               **({"dataset": "cifar10", "data_dir": args.data_dir} if args.data_dir else {"dataset": "digits"})}

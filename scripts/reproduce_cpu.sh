@@ -13,18 +13,19 @@
 #   pruning_ratio: about 4.5 h, measured on its trials (14-15 min per spiking trial, 4-5 min per ANN one);
 #   estimated from those trials: timestep 2 h, decay_grid 3.4 h, decay_rate 1.7 h, finetune 1.5 h.
 # A new checkout has no ray_results/ and no mlruns/: the sweeps stopped in an earlier checkout travel in
-# git as the newest archive in docs/reproduction/carried/ (python -m sweep.carry pack, see
-# docs/REPRODUCTION.md), which is unpacked first when there is no MLflow store here yet.
+# git as the archives in docs/reproduction/carried/ (python -m sweep.carry pack, see docs/REPRODUCTION.md;
+# named reproduction-YYYYMMDD-HHMM.tar.xz): the last by name is unpacked first when there is no MLflow
+# store here yet, into a checkout at the path it was packed in.
 # Pass sweep names to run only some: scripts/reproduce_cpu.sh timestep decay_grid
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 CARRIED=${CARRIED:-docs/reproduction/carried}
 TRACKING_DB=${TRACKING_DB:-mlruns/mlflow.db}
-carried=$(ls "$CARRIED"/*.tar.xz 2>/dev/null | sort | tail -n 1 || true)
+carried=$(ls "$CARRIED"/*.tar.xz 2>/dev/null | sort | tail -n 1 || true)  # the last by name: name them by date
 if [ -n "$carried" ] && [ ! -e "$TRACKING_DB" ]; then
   echo "== unpacking the sweeps carried in $carried"
-  "$PY" -m sweep.carry unpack "$carried"
+  "$PY" -m sweep.carry unpack "$carried" --root "$PWD"  # refused unless it was packed in this checkout's path
 elif [ -n "$carried" ]; then
   echo "== $TRACKING_DB exists: the sweeps here are continued, $carried is not unpacked"
 fi

@@ -29,9 +29,9 @@ from slt.data import read_dataset
 from slt.errors import InputError
 from sweep.space import SearchSpace, grid_variants
 from sweep.study import FullBudgetOptunaSearch, OptunaStudyExport
-from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, close_running_children, deliver,
-                            experiment_id, find_parent_run, first_line, share_columns, sweep_description, sweep_tags,
-                            write_json)
+from sweep.tracking import (LOST_REASON, OUTAGE_ENV, MlflowSweepCallback, check_reachable, child_runs,
+                            close_running_children, deliver, experiment_id, find_parent_run, first_line,
+                            share_columns, sweep_description, sweep_tags, write_json)
 
 SWEEP_FILE = "sweep.json"  # in the sweep's storage folder: parent run, tracking URI, space; used by --resume
 SCHEDULER_FILE = "mo_asha.json"  # beside it: MO-ASHA's rungs, which a resumed sweep reads back
@@ -219,8 +219,7 @@ def create_parent_run(sweep: Sweep, experiment: str) -> str:
 def close_ended_trials(sweep: Sweep, results) -> None:
     """Trials Tune has as ended whose child runs are still RUNNING (their end was held when a tracking
     outage stopped the driver): end them now as the callback would have, from their last checkpoints."""
-    running = sweep.client.search_runs([sweep.record["experiment_id"]], max_results=10000, filter_string=(
-        f"tags.`{runrecord.PARENT_TAG}` = '{sweep.record['parent_run_id']}' and attributes.status = 'RUNNING'"))
+    running = child_runs(sweep.client, sweep.record["experiment_id"], sweep.record["parent_run_id"], "RUNNING")
     open_ids = {run.data.tags.get(runrecord.TRIAL_TAG) for run in running}
     callback = MlflowSweepCallback(sweep.tracking_uri, sweep.record["experiment_id"], sweep.record["parent_run_id"],
                                    sweep_tags(sweep.record["name"], sweep.space.name, sweep.info))

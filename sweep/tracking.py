@@ -389,14 +389,18 @@ def _tags(tags: dict[str, str]) -> list[RunTag]:
 LOST_REASON = "the driver was killed before Tune recorded this trial; the resumed sweep ran another in its place"
 
 
+def child_runs(client, experiment: str, parent_id: str, status: str) -> list:
+    """The parent's child runs (one per trial) whose MLflow status is `status` (RUNNING, FINISHED, ...)."""
+    return client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
+                                                          f"attributes.status = '{status}'", max_results=50000)
+
+
 def close_running_children(client, experiment: str, parent_id: str, trial_ids: set, status: str, reason: str) -> None:
     """End the parent's child runs still RUNNING, except those of `trial_ids`, as KILLED with `status` and
     `reason` (nothing is deleted). After a sweep they belong to trials a killed driver started after Tune's
     last snapshot ("lost": the resumed sweep does not know them); after a Ctrl-C, to the stopped trials
     ("interrupted": --resume continues them in the same runs)."""
-    running = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                                                              "attributes.status = 'RUNNING'", max_results=10000)
-    for run in running:
+    for run in child_runs(client, experiment, parent_id, "RUNNING"):
         if run.data.tags.get(TRIAL_TAG) in trial_ids:
             continue
         client.log_batch(run.info.run_id, tags=_tags(runrecord.end_tags(status, False, reason)))

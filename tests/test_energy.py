@@ -223,12 +223,16 @@ def test_the_op_counter_runs_spikingjelly_lif_and_gives_the_model_its_fused_lif_
     lifs[0].backend = "spikingjelly"  # each LIF's own backend comes back, mixed ones too
     calls = []
     monkeypatch.setattr(fused_lif, "_call", lambda name, *args: calls.append(name) or fused_lif._PLAIN[name](*args))
-    report = measure_energy(model, torch.randn(4, 3, 32, 32) * 3, spiking=True, T=4)
+    inputs = torch.randn(4, 3, 32, 32) * 3
+    report = measure_energy(model, inputs, spiking=True, T=4)
     # the layer probe's pass ran the fused LIF of the 7 fused layers; the op counter's pass none of it
     # (the fused LIF compiled inside its dispatch mode slowed every later step of the process ~2x)
     assert len(lifs) == 8 and calls == ["forward"] * 7
     assert [m.backend for m in lifs] == ["spikingjelly"] + ["fused"] * 7
-    assert report["opcounter_synops"] > 0
+    set_neuron_backend(model, "spikingjelly")  # the same counts as a model that only ever ran spikingjelly's
+    reference = measure_energy(model, inputs, spiking=True, T=4)
+    assert report["opcounter_synops"] == reference["opcounter_synops"] > 0
+    assert report["opcounter_macs"] == reference["opcounter_macs"] and report["sops"] == reference["sops"]
 
 
 def dvs_frames(T: int, batch: int) -> torch.Tensor:

@@ -56,7 +56,8 @@ def test_each_sweep_is_continued_and_only_started_afresh_when_there_is_none(tmp_
 
 
 @pytest.mark.parametrize("tracking_db,calls", [
-    (False, ["-m sweep.carry unpack TMP/carried/reproduction-20261202.tar.xz", "timestep --resume",
+    (False, [f"-m sweep.carry unpack TMP/carried/reproduction-20261202.tar.xz --root {SCRIPT.parents[1]}",
+             "timestep --resume",
              "decay_grid --resume"]),  # a new checkout: the newest archive first, then each sweep's --resume
     (True, ["timestep --resume", "decay_grid --resume"]),  # an MLflow store here: its sweeps go on, no unpack
 ])

@@ -59,7 +59,8 @@ def latest_state_file(progress_dir: str | None) -> Path | None:
     given = tune.get_checkpoint()
     candidates = [Path(given.path)] if given is not None else []
     candidates += [noted] if (noted := _noted(progress_dir)) is not None else []
-    candidates = [c for c in candidates if (c / runrecord.TRIAL_STATE_FILE).is_file() and runrecord.checkpoint_epochs(c) >= 0]
+    candidates = [c for c in candidates
+                  if (c / runrecord.TRIAL_STATE_FILE).is_file() and runrecord.checkpoint_epochs(c) >= 0]
     return max(candidates, key=runrecord.checkpoint_epochs) / runrecord.TRIAL_STATE_FILE if candidates else None
 
 
