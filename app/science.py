@@ -239,7 +239,7 @@ def add_commands(sub) -> None:
     _add_config_options(energy)
     energy.add_argument("--checkpoint", default=None, help="a trained run's --out folder (default: a fresh model)")
     energy.add_argument("--baseline", default=None, help="another run's folder; prints the energy ratio to it")
-    energy.add_argument("--batch", type=int, default=256, help="test images the firing rates are measured on")
+    energy.add_argument("--batch", type=int, default=256, help="validation images the firing rates are measured on")
     energy.add_argument("--per-layer", action="store_true", help="also print the per-layer table (TSV)")
     energy.add_argument("--e-mac", type=float, default=4.6, help="pJ per multiply-accumulate (default 4.6)")
     energy.add_argument("--e-ac", type=float, default=0.9, help="pJ per accumulate / synaptic operation (default 0.9)")
