@@ -6,8 +6,8 @@ it, the experiments' artifact folders in the database's folder). `pack` writes b
 It leaves out the checkpoints of finished trials (their results are in MLflow; a resume never reads
 them) and keeps every checkpoint of the unfinished ones. `unpack` puts everything back at the absolute
 paths it was packed from (sweep.json and Tune's state name them, so the checkout must be at the same
-path), refusing to overwrite anything there. Then `python sweep/<space>.py --profile P --resume`
-continues each sweep as if it had never moved.
+path), refusing to overwrite anything there, and prints the command that continues each sweep (e.g.
+`python sweep/pruning_ratio.py --profile cpu --resume`) as if it had never moved.
 
     python -m sweep.carry pack ARCHIVE.tar.xz ray_results/<sweep> [ray_results/<sweep> ...]
     python -m sweep.carry unpack ARCHIVE.tar.xz [--root CHECKOUT]
@@ -18,6 +18,7 @@ import io
 import json
 import lzma
 import os
+import shlex
 import sqlite3
 import sys
 import tarfile
@@ -190,6 +191,24 @@ def unpack(archive: Path, expect_root: Path | None = None) -> dict:
     return manifest
 
 
+def resume_command(root: Path, sweep: str) -> str:
+    """The command, run in `root`, that continues an unpacked sweep as its sweep.json says it was started."""
+    sweep_dir = root / sweep
+    space = json.loads((sweep_dir / SWEEP_FILE).read_text())["space"]
+    file = Path(space["file"])
+    script = Path("sweep") / f"{file.stem}.py"
+    args = ["python", str(script)]
+    if file != root / "search_spaces" / file.name or not (root / script).is_file():
+        # every sweep script runs any space given with --space; pruning_ratio's is the one the calibrations used
+        script = Path("sweep") / "pruning_ratio.py"
+        args = ["python", str(script), "--space", str(file.relative_to(root) if file.is_relative_to(root) else file)]
+    args += ["--profile", space["profile"]]
+    args += [item for override in space.get("overrides", []) for item in ("--set", override)]
+    if sweep_dir.parent != root / "ray_results":
+        args += ["--storage", str(sweep_dir.parent.relative_to(root))]
+    return shlex.join(args + ["--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweep.carry", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"read left out), {args.archive.stat().st_size / 2**20:.1f} MiB -> {args.archive}")
         else:
             manifest = unpack(args.archive, args.root)
-            print(f"unpacked into {manifest['root']}: {', '.join(manifest['sweeps'])} and {manifest['tracking']}; "
-                  "continue each with python sweep/<space>.py --profile <profile> --resume")
+            root = Path(manifest["root"])
+            print(f"unpacked into {root}: {', '.join(manifest['sweeps'])} and {manifest['tracking']}; continue "
+                  "them in " + str(root) + " with:\n" + "\n".join(f"  {resume_command(root, sweep)}"
+                                                               for sweep in manifest["sweeps"]))
     except InputError as err:
         print(f"sweep.carry: error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 import runrecord
 from slt.errors import InputError
-from sweep.carry import CHECKPOINT_PREFIX, MANIFEST, dropped_checkpoints, main, pack, unpack
+from sweep.carry import CHECKPOINT_PREFIX, MANIFEST, dropped_checkpoints, main, pack, resume_command, unpack
 from sweep.engine import PROGRESS_DIR
 
 
@@ -60,6 +60,8 @@ def make_sweep(root, tracking, sittings=((0.0, 1.0),)):
     (sweep / "tune").mkdir(parents=True)
     (sweep / "sweep.json").write_text(json.dumps({
         "tracking_uri": uri, "experiment_id": experiment, "parent_run_id": parent,
+        "space": {"file": str(root / "spaces" / "s.yaml"), "sha256": "0" * 16, "profile": "cpu",
+                  "overrides": ["base.epochs=3"]},
         "sittings": [{"started": started, "ended": ended} for started, ended in sittings]}))
     (sweep / "tune" / "experiment_state.json").write_text("{}")
     done, running = sweep / "tune" / "trial_0", sweep / "tune" / "trial_1"
@@ -115,7 +117,10 @@ def test_pack_then_unpack_puts_back_every_file_a_resume_reads(tracking, capsys):
         path.rmdir()
     with pytest.raises(InputError, match=f"packed in {root}, not in {root / 'carried'}"):
         unpack(archive, expect_root=root / "carried")
-    assert unpack(archive, expect_root=root)["sweeps"] == ["ray_results/s-cpu-1"]
+    assert main(["unpack", str(archive), "--root", str(root)]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"continue them in {root} with:\n"
+        "  python sweep/pruning_ratio.py --space spaces/s.yaml --profile cpu --set base.epochs=3 --resume\n")
     after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and "carried" not in p.parts}
     kept = {k: v for k, v in before.items() if k.as_posix() in names and k.name != "mlflow.db"}
     assert {k: v for k, v in after.items() if k.name != "mlflow.db"} == kept and len(after) == 11
@@ -128,6 +133,27 @@ def test_pack_then_unpack_puts_back_every_file_a_resume_reads(tracking, capsys):
     assert str(root / "mlruns") in str(err.value)
     assert main(["unpack", str(archive)]) == 2
     assert capsys.readouterr().err.startswith("sweep.carry: error: archive: 11 of its files exist already")
+
+
+def test_the_resume_command_of_an_unpacked_sweep_is_the_one_it_was_started_with(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "timestep.py").write_text("")
+
+    def sweep(folder, file, profile="cpu", overrides=()):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "sweep.json").write_text(json.dumps(
+            {"space": {"file": str(file), "profile": profile, "overrides": list(overrides)}}))
+        return folder
+
+    bundled = sweep("ray_results/timestep-cpu-1", tmp_path / "search_spaces" / "timestep.yaml")
+    assert resume_command(tmp_path, bundled) == "python sweep/timestep.py --profile cpu --resume"
+    # a file of its own, --set overrides (quoted for the shell) and another storage folder
+    own = sweep("elsewhere/cal-cpu-1", tmp_path / "docs" / "cal.yaml", "demo", ["base.lr=0.1", "note=a b"])
+    assert resume_command(tmp_path, own) == ("python sweep/pruning_ratio.py --space docs/cal.yaml --profile demo "
+                                             "--set base.lr=0.1 --set 'note=a b' --storage elsewhere --resume")
+    outside = sweep("ray_results/x-cpu-1", "/srv/spaces/timestep.yaml")  # not this checkout's bundled file
+    assert resume_command(tmp_path, outside) == ("python sweep/pruning_ratio.py --space /srv/spaces/timestep.yaml "
+                                                 "--profile cpu --resume")
 
 
 def test_the_database_is_copied_whole_while_another_sweep_holds_it_open(tracking, tmp_path):
