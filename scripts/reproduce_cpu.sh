@@ -2,16 +2,18 @@
 # The CPU-scale reproduction of docs/REPRODUCTION.md: the `cpu` profile of each search space, run
 # through the sweep service (Ray Tune + Optuna + MLflow in ./mlruns), one sweep after another. The CNN
 # sweeps use the whole CIFAR-10 subset in ../shared/data. patch_ratio's transformer profile is not
-# calibrated yet: it is still the 2,000-image, 3-epoch one.
+# calibrated yet (it is still the 2,000-image, 3-epoch one), so it runs only when named.
+# (balance and pareto are beyond the paper's tables; run them by name too.)
 # Together the sweeps take longer than one sitting. Ctrl-C stops the running sweep resumably, and
 # running this script again continues each sweep with --resume, where the latest sweep of that space
 # was started from the same search-space file. A finished sweep is then only reported, not run again.
 # The engine refuses to resume a sweep started from another version of the file (for example the old
 # 4-epoch profiles); a new sweep is started instead. Each sweep's report lands in
 # docs/reproduction/<sweep name>/, a new folder per sweep, so nothing recorded is overwritten.
-# Cost on 2 CPU cores, two trials at a time, bf16:
-#   pruning_ratio: about 4.5 h, measured on its trials (14-15 min per spiking trial, 4-5 min per ANN one);
-#   estimated from those trials: timestep 2 h, decay_grid 3.4 h, decay_rate 1.7 h, finetune 1.5 h.
+# Cost on 2 CPU cores, two trials at a time, bf16, measured on pruning_ratio's trials: 19-20 min per
+# spiking trial and 6-8 min per ANN-type one (12 and 3.5-4.8 s per epoch), and on a slower day 28 and 8.5 min;
+# so pruning_ratio about 5-7 h, and, estimated from those trials, timestep 2.5 h, decay_grid 4.5 h,
+# decay_rate 2 h, finetune 2 h (each up to 1.5 times that on a slow day).
 # A new checkout has no ray_results/ and no mlruns/: the sweeps stopped in an earlier checkout travel in
 # git as the archives in docs/reproduction/carried/ (python -m sweep.carry pack, see docs/REPRODUCTION.md;
 # named reproduction-YYYYMMDD-HHMM.tar.xz): the last by name is unpacked first when there is no MLflow
@@ -30,16 +32,21 @@ elif [ -n "$carried" ]; then
   echo "== $TRACKING_DB exists: the sweeps here are continued, $carried is not unpacked"
 fi
 SWEEPS=("$@")
-[ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(pruning_ratio timestep decay_grid decay_rate finetune patch_ratio)
+[ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(pruning_ratio timestep decay_grid decay_rate finetune)
 errors=$(mktemp)
 trap 'rm -f "$errors"' EXIT
 for sweep in "${SWEEPS[@]}"; do
   run=("$PY" "sweep/$sweep.py" --profile cpu --quiet --reports docs/reproduction)
   echo "== $sweep (cpu profile) started $(date -u +%H:%M:%S)"
-  # stderr shown as it comes and kept in $errors (stdout passes through on fd 3)
-  { "${run[@]}" --resume 2>&1 1>&3 | tee "$errors" >&2; status=${PIPESTATUS[0]}; } 3>&1 || true
-  if [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: " "$errors"; then
+  # stderr shown as it comes and kept in $errors (stdout passes through on fd 3); tee -i outlives a Ctrl-C
+  # (sent to the whole foreground group), so the sweep's last words after it, the --resume line, are shown
+  { "${run[@]}" --resume 2>&1 1>&3 | tee -i "$errors" >&2; status=${PIPESTATUS[0]}; } 3>&1 || true
+  if [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: no sweep " "$errors"; then
     echo "== $sweep: no sweep of this space to continue; a new one"
+    "${run[@]}"
+  elif [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: " "$errors"; then
+    echo "== $sweep: its latest sweep cannot be continued (the error above says why: another version of the" \
+         "search-space file or other --set overrides); a new one"
     "${run[@]}"
   elif [ "$status" -ne 0 ]; then
     exit "$status"

@@ -2,8 +2,10 @@
 says there is none of that space to continue, and stops on any other error (a fake interpreter)."""
 
 import os
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ echo "$*" >> "$CALLS"
 case "$BEHAVIOUR" in
   none-yet) [[ "$*" == *--resume* ]] && { echo "sweep: error: resume: no sweep x to resume; run without --resume" >&2
                                          exit 2; }; exit 0;;
+  changed) [[ "$*" == *--resume* ]] && { echo "sweep: error: resume: the latest sweep x-cpu-1 was started from f.yaml \
+(sha256 aa, --set []); this is f.yaml (sha256 bb, --set []): run without --resume for a new sweep" >&2; exit 2; }; exit 0;;
   resumes) exit 0;;
   bad-input) echo "sweep: error: data_dir: /nowhere does not exist" >&2; exit 2;;
   interrupted) exit 130;;
@@ -53,6 +57,46 @@ def test_each_sweep_is_continued_and_only_started_afresh_when_there_is_none(tmp_
     assert made == calls
     if behaviour == "bad-input":
         assert "sweep: error: data_dir: /nowhere does not exist" in done.stderr  # passed through as it came
+
+
+def test_the_script_says_why_a_sweep_is_started_afresh(tmp_path):
+    done, made = run_script(tmp_path, "none-yet")
+    assert "== timestep: no sweep of this space to continue; a new one" in done.stdout
+    (tmp_path / "changed").mkdir()
+    done, made = run_script(tmp_path / "changed", "changed")
+    assert made == ["timestep --resume", "timestep", "decay_grid --resume", "decay_grid"]
+    assert ("== timestep: its latest sweep cannot be continued (the error above says why: another version of the "
+            "search-space file or other --set overrides); a new one") in done.stdout
+
+
+def test_ctrl_c_reaches_the_sweep_and_its_last_words_are_shown(tmp_path):
+    """Ctrl-C in a terminal signals the whole foreground process group: the script, the sweep and tee. The sweep
+    stops gracefully and says how to continue; tee must outlive it, or those lines go into a closed pipe."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    "trap 'sleep 0.3; echo \"sweep: stopping: continue with: x --resume\" >&2; exit 130' INT\n"
+                    "echo running >> \"$CALLS\"\n"
+                    "while true; do sleep 0.05; done\n")
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    script = subprocess.Popen(["bash", str(SCRIPT), "timestep", "decay_grid"], start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHON": str(fake), "CALLS": str(calls),
+                                   "CARRIED": str(tmp_path / "none"), "TRACKING_DB": str(tmp_path / "mlflow.db")})
+    try:
+        deadline = time.monotonic() + 30
+        while not calls.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls.exists(), "the fake sweep never started"
+        time.sleep(0.2)
+        os.killpg(script.pid, signal.SIGINT)
+        out, err = script.communicate(timeout=30)
+    finally:
+        if script.poll() is None:
+            os.killpg(script.pid, signal.SIGKILL)
+    assert script.returncode == 130
+    assert "sweep: stopping: continue with: x --resume" in err
+    assert calls.read_text() == "running\n"  # decay_grid did not start
 
 
 @pytest.mark.parametrize("tracking_db,calls", [
