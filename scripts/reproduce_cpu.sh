@@ -41,12 +41,13 @@ for sweep in "${SWEEPS[@]}"; do
   # stderr shown as it comes and kept in $errors (stdout passes through on fd 3); tee -i outlives a Ctrl-C
   # (sent to the whole foreground group), so the sweep's last words after it, the --resume line, are shown
   { "${run[@]}" --resume 2>&1 1>&3 | tee -i "$errors" >&2; status=${PIPESTATUS[0]}; } 3>&1 || true
-  if [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: no sweep " "$errors"; then
-    echo "== $sweep: no sweep of this space to continue; a new one"
-    "${run[@]}"
-  elif [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: " "$errors"; then
-    echo "== $sweep: its latest sweep cannot be continued (the error above says why: another version of the" \
-         "search-space file or other --set overrides); a new one"
+  if [ "$status" -eq 2 ] && grep -q "^sweep: error: resume: " "$errors"; then
+    if grep -q "^sweep: error: resume: no sweep " "$errors"; then
+      echo "== $sweep: no sweep of this space to continue; a new one"
+    else
+      echo "== $sweep: its latest sweep cannot be continued (the error above says why: another version of the" \
+           "search-space file or other --set overrides); a new one"
+    fi
     "${run[@]}"
   elif [ "$status" -ne 0 ]; then
     exit "$status"

@@ -196,12 +196,11 @@ def resume_command(root: Path, sweep: str) -> str:
     sweep_dir = root / sweep
     space = json.loads((sweep_dir / SWEEP_FILE).read_text())["space"]
     file = Path(space["file"])
-    script = Path("sweep") / f"{file.stem}.py"
-    args = ["python", str(script)]
-    if file != root / "search_spaces" / file.name or not (root / script).is_file():
-        # every sweep script runs any space given with --space; pruning_ratio's is the one the calibrations used
-        script = Path("sweep") / "pruning_ratio.py"
-        args = ["python", str(script), "--space", str(file.relative_to(root) if file.is_relative_to(root) else file)]
+    if file == root / "search_spaces" / file.name and (root / "sweep" / f"{file.stem}.py").is_file():
+        args = ["python", f"sweep/{file.stem}.py"]
+    else:  # every sweep script runs any space given with --space; pruning_ratio's is the one the calibrations used
+        shown = file.relative_to(root) if file.is_relative_to(root) else file
+        args = ["python", "sweep/pruning_ratio.py", "--space", str(shown)]
     args += ["--profile", space["profile"]]
     args += [item for override in space.get("overrides", []) for item in ("--set", override)]
     if sweep_dir.parent != root / "ray_results":
@@ -230,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             manifest = unpack(args.archive, args.root)
             root = Path(manifest["root"])
-            print(f"unpacked into {root}: {', '.join(manifest['sweeps'])} and {manifest['tracking']}; continue "
-                  "them in " + str(root) + " with:\n" + "\n".join(f"  {resume_command(root, sweep)}"
-                                                               for sweep in manifest["sweeps"]))
+            commands = "\n".join(f"  {resume_command(root, sweep)}" for sweep in manifest["sweeps"])
+            print(f"unpacked into {root}: {', '.join(manifest['sweeps'])} and {manifest['tracking']}; "
+                  f"continue them in {root} with:\n{commands}")
     except InputError as err:
         print(f"sweep.carry: error: {err}", file=sys.stderr)
         return 2
