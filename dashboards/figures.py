@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from dashboards.pareto import hypervolume_curve, reference_text
+from dashboards.runs import read_fields
 from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, RUN_FIELDS, TRIAL_TAG,
                        VAL_ACCURACY, comparable, finished_full_budget)
 from slt.config import TRANSFORMERS
@@ -57,6 +59,7 @@ class Curve:  # mean ± std of accuracy per x of one series; std NaN where one r
     connect: bool = True  # False where other columns vary uncontrolled: points, not a curve
     val_mean: np.ndarray | None = None  # mean validation accuracy per x: what chooses an optimum
     markers: bool = True  # False for long curves (per epoch): a line with a ±1 std band
+    panel: str | None = None  # the subplot it is drawn in, titled so; None: the figure has one plot
 
 
 @dataclass
@@ -396,28 +399,35 @@ def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | N
 def learning_columns(runs: pd.DataFrame) -> list[str]:
     """What a learning curve (and a row of the plateau table) is: a configuration, i.e. the method and
     every other run-config field that differs between the full-budget runs with validation accuracy
-    (p, T, λ, a method's lr, ...); the seeds of a configuration are averaged."""
-    done = comparable(runs, (VAL_ACCURACY,))
-    varied = [c for c in RUN_FIELDS if c in done and c not in ("method", "seed") and done[c].nunique(dropna=False) > 1]
+    (p, T, λ, a method's lr, ...) among the methods that read it; the seeds of a configuration are averaged."""
+    done = read_fields(comparable(runs, (VAL_ACCURACY,)), list(RUN_FIELDS))
+    varied = [c for c in RUN_FIELDS if c in done and c not in ("method", "seed") and done[c].nunique() > 1]
     return ["method", *varied]
 
 
 def _learning_spec(runs: pd.DataFrame, history: pd.DataFrame | None, colors: dict[str, str]) -> Spec | None:
-    """Validation accuracy after every epoch, mean ± std over seeds per configuration: the plateau check."""
+    """Validation accuracy after every epoch, mean ± std over seeds per configuration: the plateau check.
+    One panel per method, titled with the settings its runs share; its curves are the configurations."""
     if history is None or history.empty:
         return None
     by = learning_columns(runs)
-    rows = comparable(runs, (VAL_ACCURACY,))
+    rows = read_fields(comparable(runs, (VAL_ACCURACY,)), by)
     data = (history.merge(rows[["run_id", *by]], on="run_id").groupby([*by, "epoch"], dropna=False)[VAL_ACCURACY]
             .agg(mean="mean", std="std", n="count").reset_index())
     layers = []
-    for i, (keys, group) in enumerate(data.groupby(by, sort=True, dropna=False)):
-        label = _label(dict(zip(by, keys if isinstance(keys, tuple) else (keys,))))
-        hover = [f"{label}<br>epoch {e}<br>validation accuracy = {m:.4f}" + (f" ± {s:.4f}" if n > 1 else "")
-                 + f"<br>n = {n}" for e, m, s, n in zip(group["epoch"], group["mean"], group["std"], group["n"])]
-        layers.append(Curve(label, _color_of(label, colors, i), group["epoch"].to_numpy(float),
-                            group["mean"].to_numpy(float), group["std"].to_numpy(float), group["n"].to_numpy(int),
-                            hover, markers=False))
+    for method, block in data.groupby("method", sort=True):
+        inside = [c for c in by[1:] if block[c].nunique() > 1]  # what tells this method's curves apart
+        shared = {c: block[c].iloc[0] for c in by[1:] if c not in inside and block[c].notna().any()}
+        panel = _label({"method": method, **shared})
+        for i, (keys, group) in enumerate(block.groupby(inside, sort=True, dropna=False) if inside else [((), block)]):
+            label = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(inside, keys)) or method
+            hover = [f"{panel}<br>{label}<br>epoch {e}<br>validation accuracy = {m:.4f}"
+                     + (f" ± {s:.4f}" if n > 1 else "") + f"<br>n = {n}"
+                     for e, m, s, n in zip(group["epoch"], group["mean"], group["std"], group["n"])]
+            layers.append(Curve(label, PALETTE[i % len(PALETTE)] if inside else colors[method],
+                                group["epoch"].to_numpy(float), group["mean"].to_numpy(float),
+                                group["std"].to_numpy(float), group["n"].to_numpy(int), hover, markers=False,
+                                panel=panel))
     return Spec("learning_curves", "Learning curves: validation accuracy per epoch (mean ± std over seeds)",
                 "epoch", VAL_AXIS, layers)
 
@@ -451,11 +461,49 @@ def _png_bars(ax, layer: Bars) -> None:
         ax.set_yscale("log")
 
 
-def _png(spec: Spec, path: Path) -> None:
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+def _panels(spec: Spec) -> dict[str | None, list]:
+    """The spec's layers by the panel they are drawn in, in order of appearance (one None panel if none is named)."""
+    panels: dict[str | None, list] = {}
     for layer in spec.layers:
+        panels.setdefault(getattr(layer, "panel", None), []).append(layer)
+    return panels
+
+
+def _legend(ax) -> None:
+    handles = ax.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(fontsize=8 if len(handles) <= 8 else 6, ncol=1 if len(handles) <= 8 else 2)
+
+
+def _png(spec: Spec, path: Path) -> None:
+    panels = _panels(spec)
+    if list(panels) == [None]:
+        fig = Figure(figsize=(7.5, 5), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        _draw(fig, ax, spec.layers)
+        ax.set(title=spec.title, xlabel=spec.xlabel, ylabel=spec.ylabel)
+        _legend(ax)
+    else:  # small multiples with shared axes, a legend in each
+        cols = min(3, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        fig = Figure(figsize=(4.2 * cols, 3.4 * rows + 0.4), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+        for ax, (panel, layers) in zip(axes, panels.items()):
+            _draw(fig, ax, layers)
+            ax.set_title(panel, fontsize=9)
+            _legend(ax)
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(spec.title)
+        fig.supxlabel(spec.xlabel)
+        fig.supylabel(spec.ylabel)
+    fig.savefig(path, dpi=120)
+
+
+def _draw(fig: Figure, ax, layers: list) -> None:
+    for layer in layers:
         match layer:
             case Curve() if not layer.markers:
                 ax.plot(layer.x, layer.mean, color=layer.color, linewidth=1.2, label=layer.label)
@@ -498,11 +546,6 @@ def _png(spec: Spec, path: Path) -> None:
                                 color="white" if value < np.nanmean(layer.mean) else "black")
             case Bars():
                 _png_bars(ax, layer)
-    ax.set(title=spec.title, xlabel=spec.xlabel, ylabel=spec.ylabel)
-    handles = ax.get_legend_handles_labels()[0]
-    if handles:
-        ax.legend(fontsize=8 if len(handles) <= 8 else 6, ncol=1 if len(handles) <= 8 else 2)
-    fig.savefig(path, dpi=120)
 
 
 # ---- rendering: plotly HTML (plotly.js inlined, works offline) ---------------------------------------
@@ -521,22 +564,43 @@ def _html_bars(fig: go.Figure, layer: Bars) -> None:
         fig.update_yaxes(type="log")
 
 
-def _html_curve(fig: go.Figure, layer: Curve) -> None:
+def _html_curve(fig: go.Figure, layer: Curve, where: dict | None = None) -> None:
+    """One curve; `where` = {"row": r, "col": c} places it in a subplot (its legend entry then names the panel)."""
+    where = where or {}
+    name = f"{layer.panel}: {layer.label}" if layer.panel else layer.label
     if not layer.markers and (layer.n > 1).any():  # the ±1 std band of a long curve, as in the PNG
         low, high = layer.mean - layer.std, layer.mean + layer.std
         fig.add_trace(go.Scatter(x=np.concatenate([layer.x, layer.x[::-1]]),
                                  y=_nan_to_none(np.concatenate([low, high[::-1]])), fill="toself",
                                  fillcolor=layer.color, opacity=0.15, line={"width": 0},
-                                 legendgroup=layer.label, showlegend=False, hoverinfo="skip"))
+                                 legendgroup=name, showlegend=False, hoverinfo="skip"), **where)
     fig.add_trace(go.Scatter(
-        x=layer.x, y=layer.mean, name=layer.label, legendgroup=layer.label,
+        x=layer.x, y=layer.mean, name=name, legendgroup=name,
         mode=("lines+markers" if layer.markers else "lines") if layer.connect else "markers",
         line={"color": layer.color}, marker={"color": layer.color},
         error_y={"type": "data", "array": _nan_to_none(np.where(layer.n > 1, layer.std, np.nan)),
-                 "visible": layer.markers}, text=layer.hover, hovertemplate="%{text}<extra></extra>"))
+                 "visible": layer.markers}, text=layer.hover, hovertemplate="%{text}<extra></extra>"), **where)
+
+
+def _html_panels(spec: Spec, panels: dict[str, list], path: Path) -> None:
+    """Small multiples (panels of curves) as plotly subplots with shared axes."""
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True, shared_yaxes=True, subplot_titles=list(panels),
+                        vertical_spacing=0.08, horizontal_spacing=0.04)
+    for index, layers in enumerate(panels.values()):
+        for layer in layers:
+            _html_curve(fig, layer, {"row": index // cols + 1, "col": index % cols + 1})
+    fig.update_layout(title={"text": spec.title}, template="plotly_white", height=320 * rows + 120,
+                      legend={"orientation": "h", "y": -0.12})
+    fig.update_xaxes(title_text=spec.xlabel, row=rows)
+    fig.update_yaxes(title_text=spec.ylabel, col=1)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
 
 
 def _html(spec: Spec, path: Path) -> None:
+    if list(panels := _panels(spec)) != [None]:
+        return _html_panels(spec, panels, path)
     fig = go.Figure()
     for layer in spec.layers:
         match layer:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from dashboards.runs import read_fields
 from runrecord import VAL_ACCURACY, comparable
 
 PLATEAU_POINTS = 1.0  # accuracy points (percent) gained over the last quarter below which training has levelled off
@@ -38,8 +39,9 @@ def quarter_gain(values) -> float:
 def plateau_table(runs: pd.DataFrame, history: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """One row per configuration (the `by` columns) of the finished full-budget runs: epochs, seeds n,
     mean final validation accuracy (%), the last-quarter gain's mean and std over seeds (points), and
-    `trend` (trend()). `history`: run_id, epoch, val_accuracy (dashboards.runs.epoch_history)."""
-    done = comparable(runs, (VAL_ACCURACY,))
+    `trend` (trend()); a field the method does not read is empty. `history`: run_id, epoch, val_accuracy
+    (dashboards.runs.epoch_history)."""
+    done = read_fields(comparable(runs, (VAL_ACCURACY,)), by)
     gains = {run_id: quarter_gain(group.sort_values("epoch")[VAL_ACCURACY])
              for run_id, group in history.groupby("run_id")}
     rows = done.assign(gain=done["run_id"].map(gains), final=100 * done[VAL_ACCURACY],

@@ -143,7 +143,7 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plate
     if not plateau.empty:
         parts.append(f"<h2>Trained to a plateau?</h2><p>{html.escape(PLATEAU_TEXT)} "
                      '<a href="plateau.csv">CSV</a> · <a href="plateau.md">Markdown</a></p>'
-                     + plateau.to_html(border=0, index=False, float_format="%.3g"))
+                     + plateau.to_html(border=0, index=False, float_format="%.3g", na_rep=""))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Sweep report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
             "td,th{padding:3px 6px;border-bottom:1px solid #ddd}figure{display:inline-block;margin:8px}</style>"

@@ -5,6 +5,7 @@ from mlflow.tracking import MlflowClient
 
 from slt.config import TrainConfig
 from slt.errors import InputError
+from slt.methods import METHODS
 from runrecord import BOOLEAN_TAGS, LEGACY_METRICS, PARENT_TAG, RUN_FIELDS, TEXT_TAGS, TRIAL_TAG, VAL_ACCURACY, comparable
 
 
@@ -21,6 +22,17 @@ def _typed(name: str, values: pd.Series) -> pd.Series:
 def at(rows: pd.DataFrame, column: str, value: float) -> pd.DataFrame:
     """The rows whose numeric `column` equals `value` (with a tolerance: params come back from MLflow as text)."""
     return rows[rows[column].sub(value).abs() < 1e-9]
+
+
+def read_fields(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`rows` with each of `columns` emptied (NaN) where the row's method does not read that field, so a dense
+    twin's recorded default p (or an ANN's T) is neither shown as a setting nor splits its configurations."""
+    rows = rows.copy()
+    for column in columns:
+        if column != "method" and column in rows:
+            reads = rows["method"].map(lambda m: m not in METHODS or METHODS[m].reads(column)).astype(bool)
+            rows[column] = rows[column].where(reads)
+    return rows
 
 
 def budget(*cells: pd.DataFrame) -> str:

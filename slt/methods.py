@@ -2,6 +2,11 @@
 
 from dataclasses import dataclass
 
+# run-config fields that only some methods read (every other field is read by all)
+TICKET_FIELDS = ("p", "weight_init", "dense_first", "dense_last", "global_threshold", "finetune_epochs")
+SPIKING_FIELDS = ("T", "decay", "neuron_backend")
+PATCH_FIELDS = ("q", "patch_epochs")
+
 
 @dataclass(frozen=True)
 class Method:
@@ -15,6 +20,16 @@ class Method:
     @property
     def transformer_only(self) -> bool:
         return self.scope == "convpep" or self.patch_pruning
+
+    def reads(self, field: str) -> bool:
+        """Whether this method's runs use run-config field `field` (a dense twin records p but ignores it)."""
+        if field in TICKET_FIELDS:
+            return self.ticket is not None
+        if field in SPIKING_FIELDS:
+            return self.spiking
+        if field in PATCH_FIELDS:
+            return self.patch_pruning
+        return True
 
     @property
     def search_phase(self) -> str:

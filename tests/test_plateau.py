@@ -108,3 +108,30 @@ def test_a_configuration_is_the_method_and_every_field_that_differs_between_runs
     table = plateau_table(frame, history, learning_columns(frame))
     assert table[["method", "lr", "n"]].values.tolist() == [["lt", 0.2, 2], ["slt", 0.1, 2], ["slt", 0.4, 2]]
     assert table["gain_points"].tolist() == pytest.approx([10.0, 10.0, 10.0])  # epoch 4 against epoch 3
+
+
+def test_a_field_the_method_does_not_read_neither_labels_nor_splits_it_and_each_method_gets_a_panel(tmp_path):
+    from dashboards.figures import learning_columns, write_figures
+
+    # the dense ANN records the default p and a T it ignores (ANN twins run one step): 0.5 / T 4 and 8
+    rows = [{"method": "ann", "lr": 0.002, "p": 0.5, "T": T, "seed": seed} for seed, T in ((0, 4), (1, 8))]
+    rows += [{"method": "slt", "lr": 0.2, "p": p, "T": 4, "seed": seed} for p in (0.3, 0.7) for seed in (0, 1)]
+    frame = pd.DataFrame([{**r, "run_id": f"r{i}", "run_status": "FINISHED", "full_budget": True,
+                           "early_stopped": False, "val_accuracy": 0.5, "test_accuracy": 0.5, "epoch": 4}
+                          for i, r in enumerate(rows)])
+    history = pd.DataFrame([{"run_id": f"r{i}", "epoch": e, "val_accuracy": 0.1 * e + 0.01 * i}
+                            for i in range(len(rows)) for e in (1, 2, 3, 4)])
+    assert learning_columns(frame) == ["method", "lr", "p"]  # T differs only where no method reads it
+    table = plateau_table(frame, history, learning_columns(frame))
+    assert table["method"].tolist() == ["ann", "slt", "slt"] and table["n"].tolist() == [2, 2, 2]
+    assert math.isnan(table["p"].iloc[0]) and table["p"].tolist()[1:] == [0.3, 0.7]
+
+    curves = {s.name: s for s in figure_specs(frame, None, history=history)}["learning_curves"]
+    assert [(layer.panel, layer.label, list(layer.n)) for layer in curves.layers] == [
+        ("ann, lr=0.002", "ann", [2] * 4), ("slt, lr=0.2", "p=0.3", [2] * 4), ("slt, lr=0.2", "p=0.7", [2] * 4)]
+    assert curves.layers[1].mean[-1] == pytest.approx(0.4 + 0.01 * (2 + 3) / 2)  # runs r2, r3 at epoch 4
+    written = {f["name"]: f for f in write_figures(frame, None, tmp_path, history=history)}
+    page = written["learning_curves"]["html"].read_text()
+    assert '"text":"ann, lr=0.002"' in page and '"text":"slt, lr=0.2"' in page  # a titled subplot per method
+    assert '"name":"slt, lr=0.2: p=0.3"' in page and page.count('"fill":"toself"') == 3
+    assert written["learning_curves"]["png"].stat().st_size > 0
