@@ -7,8 +7,8 @@
 # Together the sweeps take longer than one sitting. Ctrl-C stops the running sweep resumably, and
 # running this script again continues each sweep with --resume, where the latest sweep of that space
 # was started from the same search-space file. A finished sweep is then only reported, not run again.
-# The engine refuses to resume a sweep started from another version of the file (for example the old
-# 4-epoch profiles); a new sweep is started instead. Each sweep's report lands in
+# The engine refuses to resume a sweep whose profile now runs something else (for example the old
+# 4-epoch profiles; a comment edited does not count); a new sweep is started instead. Each sweep's report lands in
 # docs/reproduction/<sweep name>/, a new folder per sweep, so nothing recorded is overwritten.
 # Cost on 2 CPU cores, two trials at a time, bf16, measured on pruning_ratio's trials: 19-20 min per
 # spiking trial and 6-8 min per ANN-type one (12 and 3.5-4.8 s per epoch), and on a slower day 28 and 8.5 min;
@@ -45,8 +45,8 @@ for sweep in "${SWEEPS[@]}"; do
     if grep -q "^sweep: error: resume: no sweep " "$errors"; then
       echo "== $sweep: no sweep of this space to continue; a new one"
     else
-      echo "== $sweep: its latest sweep cannot be continued (the error above says why: another version of the" \
-           "search-space file or other --set overrides); a new one"
+      echo "== $sweep: its latest sweep cannot be continued (the error above says why: its profile in the" \
+           "search-space file, or the --set overrides, now differ); a new one"
     fi
     "${run[@]}"
   elif [ "$status" -ne 0 ]; then

@@ -125,12 +125,7 @@ def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep
         if sweep_dir is None:
             raise InputError("resume", f"no sweep {prefix}-* in {storage} to resume; run without --resume")
         record = json.loads((sweep_dir / SWEEP_FILE).read_text())
-        started_from = record.get("space", {})
-        if (started_from.get("sha256"), started_from.get("overrides", [])) != (info["sha256"], info["overrides"]):
-            raise InputError("resume", f"the latest sweep {sweep_dir.name} was started from {started_from.get('file')} "
-                                       f"(sha256 {started_from.get('sha256')}, --set {started_from.get('overrides')}); "
-                                       f"the space is now {info['file']} (sha256 {info['sha256']}, --set "
-                                       f"{info['overrides']}): run without --resume for a new sweep")
+        check_same_space(sweep_dir.name, record.get("space", {}), info)
     else:
         sweep_dir = storage / f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     tracking_uri = options.tracking_uri or (record or {}).get("tracking_uri") or runrecord.default_tracking_uri()
@@ -138,6 +133,25 @@ def check_inputs(space: SearchSpace, info: dict, options: SweepOptions) -> Sweep
         check_writable("tracking_uri", database.expanduser().resolve().parent)
     client = check_reachable(tracking_uri)
     return Sweep(space, info, options, base, tracking_uri, client, storage, sweep_dir, record)
+
+
+def check_same_space(name: str, started_from: dict, info: dict) -> None:
+    """A sweep is resumed only with the space it was started from: the same merged profile and overrides
+    (content_sha256), so a comment edited in the file between sittings does not matter. A sweep started
+    before that hash was kept is compared by its file's sha256 and --set overrides, and gains the content
+    hash when they match (sweep.json is written as the sitting begins)."""
+    if "content_sha256" in started_from:
+        then, now = (started_from["content_sha256"], info["content_sha256"])
+        what = "what its profile runs (with the --set overrides) differs"
+    else:
+        then, now = ((started_from.get("sha256"), started_from.get("overrides", [])), (info["sha256"], info["overrides"]))
+        what = "the file or the --set overrides differ"
+    if then != now:
+        raise InputError("resume", f"the latest sweep {name} was started from {started_from.get('file')} "
+                                   f"(sha256 {started_from.get('sha256')}, --set {started_from.get('overrides')}); "
+                                   f"the space is now {info['file']} (sha256 {info['sha256']}, --set "
+                                   f"{info['overrides']}), and {what}: run without --resume for a new sweep")
+    started_from.setdefault("content_sha256", info["content_sha256"])
 
 
 def open_parent_run(sweep: Sweep) -> None:

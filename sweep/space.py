@@ -9,6 +9,7 @@ after the profile and validated the same way. Every error is one line naming the
 import copy
 import hashlib
 import itertools
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -299,7 +300,9 @@ def _first_error(err: ValidationError) -> InputError:
 
 
 def load_space(space: str, profile: str = "demo", overrides: list[str] | None = None) -> tuple[SearchSpace, dict]:
-    """Read, merge (file -> profile -> --set overrides) and validate; returns the space and file info."""
+    """Read, merge (file -> profile -> --set overrides) and validate; returns the space and file info: the
+    file, its sha256, the profile, the overrides and `content_sha256`, the hash of the merged space this
+    profile runs (a comment or another profile edited leaves it unchanged; what --resume compares)."""
     path = resolve_space_file(space)
     text = path.read_text()
     try:
@@ -321,13 +324,15 @@ def load_space(space: str, profile: str = "demo", overrides: list[str] | None = 
         if not sep or not key:
             raise InputError("set", f"{item!r} is not KEY=VALUE (e.g. base.epochs=3 or num_samples=4)")
         _set_dotted(merged, key.strip(), yaml.safe_load(value))
+    # what this profile runs, with the --set overrides, whatever the comments or the other profiles say
+    content = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:16]
     try:
         result = SearchSpace(**merged)
     except ValidationError as err:
         raise _first_error(err) from None
     _check_run_configs(result)
     info = {"file": str(path), "sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "profile": profile,
-            "overrides": list(overrides or [])}
+            "overrides": list(overrides or []), "content_sha256": content}
     return result, info
 
 

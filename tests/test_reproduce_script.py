@@ -65,8 +65,8 @@ def test_the_script_says_why_a_sweep_is_started_afresh(tmp_path):
     (tmp_path / "changed").mkdir()
     done, made = run_script(tmp_path / "changed", "changed")
     assert made == ["timestep --resume", "timestep", "decay_grid --resume", "decay_grid"]
-    assert ("== timestep: its latest sweep cannot be continued (the error above says why: another version of the "
-            "search-space file or other --set overrides); a new one") in done.stdout
+    assert ("== timestep: its latest sweep cannot be continued (the error above says why: its profile in the "
+            "search-space file, or the --set overrides, now differ); a new one") in done.stdout
 
 
 def test_ctrl_c_reaches_the_sweep_and_its_last_words_are_shown(tmp_path):

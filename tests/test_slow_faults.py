@@ -140,6 +140,7 @@ def test_ctrl_c_stops_gracefully_prints_the_resume_command_and_resume_loses_noth
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("decay_rate-demo-*/sweep.json")]
     sittings = record["sittings"]
     assert [s["outcome"] for s in sittings][::2] == ["interrupted", "finished"] and len(sittings) == 3
+    assert len(record["space"]["content_sha256"]) == 16  # what --resume compares (tests/test_space.py)
     assert sittings[1]["outcome"] == "interrupted" or sittings[1]["outcome"].startswith("stopped (KeyboardInterrupt")
     timed = [s["ended"] - s["started"] for s in sittings if s["ended"]]
     assert all(t > 0 for t in timed) and sittings[0]["ended"] <= sittings[1]["started"]

@@ -205,8 +205,11 @@ def test_resume_refuses_a_sweep_started_from_another_space_or_other_overrides(tm
     folder = tmp_path / "results" / "decay_rate-demo-20260101-000000"
     folder.mkdir(parents=True)
     _, info = load_space("decay_rate", "demo")
-    for started_from, what in (({**info, "sha256": "0123456789abcdef"}, "sha256 0123456789abcdef"),
-                               ({**info, "overrides": ["num_samples=4"]}, "--set ['num_samples=4']")):
+    _, with_set = load_space("decay_rate", "demo", ["num_samples=4"])
+    before_content_hash = {k: v for k, v in info.items() if k != "content_sha256"}  # a sweep.json of before
+    for started_from, what in (({**info, "content_sha256": "0123456789abcdef"}, "what its profile runs"),
+                               (with_set, "--set ['num_samples=4']"),
+                               ({**before_content_hash, "sha256": "0123456789abcdef"}, "sha256 0123456789abcdef")):
         (folder / "sweep.json").write_text(json.dumps({"parent_run_id": "p", "space": started_from, "name": folder.name}))
         code = main("decay_rate", ["--resume", "--storage", str(tmp_path / "results"),
                                    "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
@@ -214,6 +217,35 @@ def test_resume_refuses_a_sweep_started_from_another_space_or_other_overrides(tm
         assert code == 2 and err.startswith("sweep: error: resume: the latest sweep decay_rate-demo-20260101-000000 ")
         assert what in err and "run without --resume for a new sweep" in err and err.count("\n") == 1, err
     assert not (tmp_path / "mlflow.db").exists()  # refused before anything was opened
+
+
+def test_resume_compares_what_the_profile_runs_so_comments_and_other_profiles_may_change(tmp_path):
+    from sweep.engine import check_same_space
+    from sweep.space import resolve_space_file
+
+    source = resolve_space_file("decay_rate").read_text()
+    path = tmp_path / "decay_rate.yaml"
+    path.write_text(source)
+    _, started = load_space(str(path), "demo")
+    assert "num_samples: 20" in source and "epochs: 25," in source
+    path.write_text("# a note added between sittings\n" + source.replace("num_samples: 20", "num_samples: 30"))
+    _, edited = load_space(str(path), "demo")  # a comment and the full profile changed
+    assert edited["sha256"] != started["sha256"] and edited["content_sha256"] == started["content_sha256"]
+    check_same_space("s", dict(started), edited)  # resumable
+    path.write_text(source.replace("epochs: 25,", "epochs: 26,"))  # the demo profile itself
+    _, changed = load_space(str(path), "demo")
+    with pytest.raises(InputError, match="what its profile runs .* differs"):
+        check_same_space("s", dict(started), changed)
+    _, with_set = load_space(str(path), "demo", ["base.epochs=25"])  # --set back to what was run
+    check_same_space("s", dict(started), with_set)
+
+    # a sweep.json written before the content hash: compared by file and overrides, then given the hash
+    legacy = {k: v for k, v in started.items() if k != "content_sha256"}
+    with pytest.raises(InputError, match="the file or the --set overrides differ"):
+        check_same_space("s", dict(legacy), edited)
+    check_same_space("s", legacy, started)
+    assert legacy["content_sha256"] == started["content_sha256"]  # so the next sitting may follow a comment edit
+    check_same_space("s", legacy, edited)
 
 
 @pytest.mark.parametrize("place,field", [("storage", "storage"), ("reports", "reports"), ("tracking", "tracking_uri"),
