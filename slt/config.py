@@ -34,8 +34,9 @@ class TrainConfig(BaseModel):
     dataset: Literal[DATASETS] = _field("digits", "dataset (digits is bundled; the others need --data-dir)")
     data_dir: str | None = _field(None, "directory with the dataset's original files", "a directory path")
     label_kind: Literal["fine", "coarse"] = _field("fine", "CIFAR-100 labels")
-    image_size: int | None = _field(None, "digits: upsampled size (default 32); event data: frames resized to this "
-                                          "size", ge=8)
+    image_size: int | None = _field(None, "input height and width: digits are upsampled to it (default 32); CIFAR "
+                                          "images and event frames are resized (area) to it in every batch, after "
+                                          "the crop and flip; None = the dataset's own size", ge=8)
     subset: int | None = _field(None, "keep the first N examples of each split, stratified by class",
                                 "an integer >= 1 (images per split)", ge=1)
     val_fraction: float = _field(0.1, "fraction of the training split held out for validation (stratified by class, "

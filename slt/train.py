@@ -158,7 +158,7 @@ def model_options(cfg: TrainConfig) -> dict:
 
 def build_network(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     """The model a config asks for: SNN or ANN twin, dense or turned into a ticket."""
-    image_size = cfg.image_size if (info.is_event and cfg.image_size) else info.image_size
+    image_size = cfg.image_size or info.image_size  # the pipeline resizes the stored inputs to it
     model = build_model(cfg.model, num_classes=info.num_classes, in_channels=info.in_channels,
                         image_size=image_size, spiking=cfg.spiking, T=cfg.time_steps, decay=cfg.decay,
                         width=cfg.width, neuron_backend=resolve_neuron_backend(cfg), **model_options(cfg))
@@ -319,7 +319,7 @@ class TrainingRun:
         cfg = self.cfg
         name = cfg.dataset + (f"-{cfg.label_kind}" if cfg.dataset == "cifar100" else "")
         name += f" subset {cfg.subset}" if cfg.subset else ""
-        name += f" {cfg.image_size}px" if cfg.dataset == "digits" and cfg.image_size else ""
+        name += f" {cfg.image_size}px" if cfg.image_size else ""
         return {"name": name, "source": cfg.data_dir or f"sklearn.datasets.load_{cfg.dataset}",
                 "digest": digest.hexdigest()[:16], "train": len(self.train_split), "validation": len(self.val_split),
                 "test": len(self.test_split)}

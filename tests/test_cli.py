@@ -139,3 +139,23 @@ def test_existing_run_is_never_overwritten(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--out", str(out))
     assert code == 2 and err.startswith("slt: error: out: ")
     assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_cifar_at_image_size_16_trains_the_model_model_info_describes(capsys, cifar10_dir):
+    import torch
+
+    from slt.config import make_config
+    from slt.data.pipeline import iterate_batches
+    from slt.train import TrainingRun
+
+    dims = dict(model="spikformer-tiny", depth=1, embed_dim=32, heads=2)
+    run = TrainingRun(make_config(**dims, method="snn", dataset="cifar10", data_dir=str(cifar10_dir), subset=100,
+                                  image_size=16, T=2, batch_size=20))
+    raw, _ = next(iterate_batches(run.train_split, 20, shuffle=False))
+    inputs = run.pipeline(raw, augment=True, generator=torch.Generator().manual_seed(0))
+    assert raw.shape[1:] == (3, 32, 32) and inputs.shape == (20, 3, 16, 16)  # stored at 32, trained at 16
+    assert run.model.num_tokens == 16 and run.model(inputs).shape == (20, 10)  # 4x4 tokens, not 8x8
+    assert run.data_description()["name"] == "cifar10 subset 100 16px"
+    code, out, _ = run_cli(capsys, "model-info", "--dataset", "cifar10", "--image-size", "16", "--model",
+                           "spikformer-tiny", "--depth", "1", "--embed-dim", "32", "--heads", "2")
+    assert code == 0 and json.loads(out)["input"] == [3, 16, 16]

@@ -50,3 +50,17 @@ def test_batches_cover_the_split_once():
     split = Split(torch.arange(10).view(10, 1), torch.arange(10))
     seen = torch.cat([y for _, y in iterate_batches(split, 3, shuffle=True, generator=torch.Generator())])
     assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_static_images_are_resized_by_area_after_the_crop_and_before_normalising():
+    x = torch.randint(0, 256, (3, 1, 6, 6), dtype=torch.uint8)
+    out = BatchPipeline(INFO, "cpu", image_size=3)(x, augment=False)
+    assert out.shape == (3, 1, 3, 3)
+    expected = (x[1, 0, 2:4, 4:6].float().mean() / 255 - 0.5) / 0.25  # the 2x2 block at row 1, column 2
+    torch.testing.assert_close(out[1, 0, 1, 2], expected)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    cropped = BatchPipeline(INFO, "cpu")(x, augment=True, generator=gen())
+    resized = BatchPipeline(INFO, "cpu", image_size=3)(x, augment=True, generator=gen())
+    torch.testing.assert_close(resized, torch.nn.functional.avg_pool2d(cropped, 2))  # the same crop and flip
+    assert torch.equal(BatchPipeline(INFO, "cpu", image_size=6)(x, augment=False),
+                       BatchPipeline(INFO, "cpu")(x, augment=False))  # its own size: untouched

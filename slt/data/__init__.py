@@ -70,7 +70,8 @@ def read_dataset(name: str, data_dir: str | Path | None = None, *, frames: int =
 
     `subset` keeps the first N examples of each split, stratified by class.
     frames: event frames per sample (= the SNN's T) for the DVS datasets.
-    image_size: the upsampled size of digits (default 32); ignored by the other readers.
+    image_size: the upsampled size of digits (default 32); the other readers keep their size (the batch
+    pipeline, slt.data.pipeline, resizes their inputs to a run's image_size).
     """
     if name not in READERS:
         raise InputError("dataset", f"unknown dataset {name!r}; allowed: {', '.join(READERS)}")
