@@ -101,6 +101,10 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--p", type=float, default=0.5, help="pruning ratio of the ticket methods")
     parser.add_argument("--transformer-depth", type=int, default=2, help="blocks of the spikformer-tiny measured")
+    parser.add_argument("--transformer-embed-dim", type=int, default=None, help="its token width D (default: the preset's)")
+    parser.add_argument("--transformer-heads", type=int, default=None, help="its heads (default: the preset's)")
+    parser.add_argument("--transformer-image-size", type=int, default=None,
+                        help="its input size (e.g. 16: CIFAR resized per batch, 16 tokens; default: the dataset's)")
     parser.add_argument("--batches", type=int, default=8, help="steps per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--matmul-n", type=int, default=2048, help="size of the square matmul giving the peak")
@@ -116,7 +120,8 @@ def main(argv=None) -> None:
     for precision in ("fp32", "bf16"):  # the dense spiking transformer (its width is embed_dim, not --width)
         runs[TRANSFORMER, precision] = TrainingRun(make_config(
             **{**common, "width": 1.0, "model": "spikformer-tiny"}, method="snn", depth=args.transformer_depth,
-            precision=precision), data)
+            embed_dim=args.transformer_embed_dim, heads=args.transformer_heads,
+            image_size=args.transformer_image_size, precision=precision), data)
     lif_shape = (args.T * args.batch_size, max(1, int(64 * args.width)), 32, 32)  # VGG-9's first LIF layer
     for run in runs.values():  # warm-up: allocator, first-call overheads, the fused LIF's compilation
         time_steps(run, 2)
@@ -152,6 +157,10 @@ def report(args, runs, samples, peaks, lif, lif_shape) -> None:
                   f"{step[ticket, precision] / step['snn', precision]:.2f}   (goal <= 1.0)")
     for method in ("snn", "ann", "slt", "mpslt", TRANSFORMER):
         print(f"{method} bf16 step speed / fp32 step speed = {step[method, 'fp32'] / step[method, 'bf16']:.2f}")
+    model = runs[TRANSFORMER, "bf16"].model
+    print(f"[bf16] {TRANSFORMER} (depth {len(model.blocks)}, D {model.classifier[0].in_features}, "
+          f"{model.num_tokens} tokens) images/s / VGG-9 snn images/s = "
+          f"{step['snn', 'bf16'] / step[TRANSFORMER, 'bf16']:.2f}")
     flops = 2 * args.matmul_n ** 3
     peak = {dtype: flops / statistics.median(times) for dtype, times in peaks.items()}
     print(f"matmul peak ({args.matmul_n}x{args.matmul_n}): float32 {peak[torch.float32] / 1e9:.1f}, bfloat16 "
