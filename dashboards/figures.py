@@ -22,7 +22,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from dashboards.pareto import hypervolume_curve, reference_text
-from dashboards.runs import read_fields
+from dashboards.runs import read_fields, reads
 from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, RUN_FIELDS, TRIAL_TAG,
                        VAL_ACCURACY, comparable, finished_full_budget)
 from slt.config import TRANSFORMERS
@@ -165,6 +165,11 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
+def _setting(value) -> str:
+    """A run-config value as a label shows it: None (a field left at its default of None) where it is empty."""
+    return "None" if pd.isna(value) else _fmt(value)
+
+
 def _label(keys: dict) -> str:
     method = keys.pop("method")
     return ", ".join([method, *(f"{k}={_fmt(v)}" for k, v in keys.items())])
@@ -190,15 +195,15 @@ def _not_fixed(columns: list[str]) -> str:
     return f" ({', '.join(names)} not held fixed)" if names else ""
 
 
-def _is_baseline(rows: pd.DataFrame, baseline) -> pd.Series:
-    """Rows of methods for which `baseline(Method)` says x does not apply (unknown methods: it does)."""
-    return rows["method"].map(lambda m: m in METHODS and baseline(METHODS[m])).astype(bool)
+def _is_baseline(rows: pd.DataFrame, x: str) -> pd.Series:
+    """Rows of methods that do not read field x: drawn as baselines of a curve over x."""
+    return ~reads(rows, x)
 
 
-def _curve_layers(rows: pd.DataFrame, x: str, baseline, colors: dict[str, str]) -> tuple[list, list[str]]:
+def _curve_layers(rows: pd.DataFrame, x: str, colors: dict[str, str]) -> tuple[list, list[str]]:
     """Curves of the methods that depend on x, horizontal baselines of those that do not; and the
     other swept columns that vary with too many values to split the lines (not held fixed)."""
-    is_base = _is_baseline(rows, baseline)
+    is_base = _is_baseline(rows, x)
     swept, base = rows[~is_base], rows[is_base]
     by = series_columns(swept, x)
     unfixed = [c for c in AXES if c != x and c not in by and _varies(swept, c)]
@@ -224,28 +229,28 @@ def _curve_layers(rows: pd.DataFrame, x: str, baseline, colors: dict[str, str]) 
     return layers, unfixed
 
 
-CURVES = {  # x -> (title, which methods do not depend on x: drawn as baselines, which rows to use)
-    "p": ("Accuracy vs weight pruning ratio p", lambda m: m.ticket is None, None),
-    "q": ("Accuracy vs patch pruning ratio q (transformers)", lambda m: not m.patch_pruning,
+CURVES = {  # x -> (title, which rows to use); methods that do not read x are drawn as baselines
+    "p": ("Accuracy vs weight pruning ratio p", None),
+    "q": ("Accuracy vs patch pruning ratio q (transformers)",
           lambda r: r[r["model"].isin(TRANSFORMERS)] if "model" in r else r),
-    "T": ("Accuracy vs time steps T", lambda m: not m.spiking, None),
+    "T": ("Accuracy vs time steps T", None),
 }
 
 
 def _curve_spec(rows: pd.DataFrame, x: str, colors: dict[str, str]) -> Spec | None:
-    title, baseline, select = CURVES[x]
+    title, select = CURVES[x]
     rows = select(rows) if select else rows
-    if not _varies(rows[~_is_baseline(rows, baseline)], x):
+    if not _varies(rows[~_is_baseline(rows, x)], x):
         return None
-    layers, unfixed = _curve_layers(rows, x, baseline, colors)
+    layers, unfixed = _curve_layers(rows, x, colors)
     return Spec(f"accuracy_vs_{x}", title + _not_fixed(unfixed), AXES[x], ACCURACY_AXIS, layers)
 
 
 def _decay_spec(rows: pd.DataFrame, order: pd.Series, colors: dict[str, str]) -> Spec | None:
-    rows = rows[~_is_baseline(rows, lambda m: not m.spiking)]  # an ANN has no membrane
+    rows = rows[~_is_baseline(rows, "decay")]  # an ANN has no membrane
     if not _varies(rows, "decay"):
         return None
-    layers, unfixed = _curve_layers(rows, "decay", lambda m: False, colors)
+    layers, unfixed = _curve_layers(rows, "decay", colors)
     curves = [layer for layer in layers if isinstance(layer, Curve)]
     layers.append(Points("sampled λ (colour: trial order)", "#444444", rows["decay"].to_numpy(float),
                          rows[ACCURACY].to_numpy(float), [_run_hover(r, (ACCURACY,)) for _, r in rows.iterrows()],
@@ -347,8 +352,7 @@ def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
     if rows.empty or not present:  # (runs that recorded no energy estimate)
         return pd.DataFrame()
     if "p" in rows:  # every run records p (a default for dense methods): only tickets are told apart by it
-        dense = rows["method"].map(lambda m: m not in METHODS or METHODS[m].ticket is None)
-        rows = rows.assign(p=rows["p"].where(~dense))
+        rows = read_fields(rows, ["p"])
         nearest = rows.groupby("method")["p"].transform(lambda p: p.iloc[(p - 0.5).abs().argsort().iloc[0]]
                                                         if p.notna().any() else np.nan)
         rows = rows[rows["p"].isna() | (rows["p"] == nearest)]
@@ -399,9 +403,11 @@ def _energy_layers_spec(layers: tuple[pd.Series, list[dict]] | None) -> Spec | N
 def learning_columns(runs: pd.DataFrame) -> list[str]:
     """What a learning curve (and a row of the plateau table) is: a configuration, i.e. the method and
     every other run-config field that differs between the full-budget runs with validation accuracy
-    (p, T, λ, a method's lr, ...) among the methods that read it; the seeds of a configuration are averaged."""
-    done = read_fields(comparable(runs, (VAL_ACCURACY,)), list(RUN_FIELDS))
-    varied = [c for c in RUN_FIELDS if c in done and c not in ("method", "seed") and done[c].nunique() > 1]
+    (p, T, λ, a method's lr, an image size set for some runs and not for others, ...) among the runs of
+    the methods that read it; the seeds of a configuration are averaged."""
+    done = comparable(runs, (VAL_ACCURACY,))
+    varied = [c for c in RUN_FIELDS if c in done and c not in ("method", "seed")
+              and done.loc[reads(done, c), c].nunique(dropna=False) > 1]
     return ["method", *varied]
 
 
@@ -416,11 +422,11 @@ def _learning_spec(runs: pd.DataFrame, history: pd.DataFrame | None, colors: dic
             .agg(mean="mean", std="std", n="count").reset_index())
     layers = []
     for method, block in data.groupby("method", sort=True):
-        inside = [c for c in by[1:] if block[c].nunique() > 1]  # what tells this method's curves apart
-        shared = {c: block[c].iloc[0] for c in by[1:] if c not in inside and block[c].notna().any()}
-        panel = _label({"method": method, **shared})
+        read = [c for c in by[1:] if method not in METHODS or METHODS[method].reads(c)]
+        inside = [c for c in read if block[c].nunique(dropna=False) > 1]  # what tells this method's curves apart
+        panel = _label({"method": method, **{c: _setting(block[c].iloc[0]) for c in read if c not in inside}})
         for i, (keys, group) in enumerate(block.groupby(inside, sort=True, dropna=False) if inside else [((), block)]):
-            label = ", ".join(f"{k}={_fmt(v)}" for k, v in zip(inside, keys)) or method
+            label = ", ".join(f"{k}={_setting(v)}" for k, v in zip(inside, keys)) or method
             hover = [f"{panel}<br>{label}<br>epoch {e}<br>validation accuracy = {m:.4f}"
                      + (f" ± {s:.4f}" if n > 1 else "") + f"<br>n = {n}"
                      for e, m, s, n in zip(group["epoch"], group["mean"], group["std"], group["n"])]

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from dashboards.runs import read_fields
+from dashboards.runs import read_fields, reads
 from runrecord import VAL_ACCURACY, comparable
 
 PLATEAU_POINTS = 1.0  # accuracy points (percent) gained over the last quarter below which training has levelled off
@@ -66,10 +66,10 @@ def to_markdown(table: pd.DataFrame) -> str:
                                                 "gain_points_std", "trend")]
     lines = ["| " + " | ".join([*by, "epochs", "final val %", "last-quarter gain (points)", "trend"]) + " |",
              "|" + "---|" * (len(by) + 4)]
-    for _, row in table.iterrows():
+    for index, row in table.iterrows():
         spread = "" if pd.isna(row["gain_points_std"]) else f" ± {row['gain_points_std']:.1f}"
-        cells = ["" if pd.isna(row[c]) else (f"{row[c]:g}" if isinstance(row[c], float) else str(row[c]))
-                 for c in by]
+        cells = [("None" if reads(table.loc[[index]], c).iloc[0] else "") if pd.isna(row[c])  # None: unset; "": unread
+                 else f"{row[c]:g}" if isinstance(row[c], float) else str(row[c]) for c in by]
         gain = "—" if pd.isna(row["gain_points"]) else f"{row['gain_points']:+.1f}{spread} (n = {row['n']})"
         lines.append("| " + " | ".join([*cells, f"{row['epochs']:.0f}", f"{row['val_accuracy_final']:.1f}", gain,
                                         row["trend"]]) + " |")

@@ -24,14 +24,18 @@ def at(rows: pd.DataFrame, column: str, value: float) -> pd.DataFrame:
     return rows[rows[column].sub(value).abs() < 1e-9]
 
 
+def reads(rows: pd.DataFrame, column: str) -> pd.Series:
+    """Whether each row's method reads run-config field `column` (slt.methods Method.reads; unknown methods do)."""
+    return rows["method"].map(lambda m: m not in METHODS or METHODS[m].reads(column)).astype(bool)
+
+
 def read_fields(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """`rows` with each of `columns` emptied (NaN) where the row's method does not read that field, so a dense
     twin's recorded default p (or an ANN's T) is neither shown as a setting nor splits its configurations."""
     rows = rows.copy()
     for column in columns:
         if column != "method" and column in rows:
-            reads = rows["method"].map(lambda m: m not in METHODS or METHODS[m].reads(column)).astype(bool)
-            rows[column] = rows[column].where(reads)
+            rows[column] = rows[column].where(reads(rows, column))
     return rows
 
 

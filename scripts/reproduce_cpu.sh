@@ -6,14 +6,14 @@
 # (balance and pareto are beyond the paper's tables; run them by name too.)
 # Together the sweeps take longer than one sitting. Ctrl-C stops the running sweep resumably, and
 # running this script again continues each sweep with --resume, where the latest sweep of that space
-# was started from the same search-space file. A finished sweep is then only reported, not run again.
+# runs what its profile runs now. A finished sweep is then only reported, not run again.
 # The engine refuses to resume a sweep whose profile now runs something else (for example the old
 # 4-epoch profiles; a comment edited does not count); a new sweep is started instead. Each sweep's report lands in
 # docs/reproduction/<sweep name>/, a new folder per sweep, so nothing recorded is overwritten.
-# Cost on 2 CPU cores, two trials at a time, bf16, measured on pruning_ratio's trials: 19-20 min per
-# spiking trial and 6-8 min per ANN-type one (12 and 3.5-4.8 s per epoch), and on a slower day 28 and 8.5 min;
-# so pruning_ratio about 5-7 h, and, estimated from those trials, timestep 2.5 h, decay_grid 4.5 h,
-# decay_rate 2 h, finetune 2 h (each up to 1.5 times that on a slow day).
+# Cost on 2 CPU cores, two trials at a time, bf16, measured on pruning_ratio's trials: 19.5-29 min per
+# spiking trial at T = 4 and 6-9.7 min per ANN-type one (the longer ones on a slower day); pruning_ratio took
+# 7.50 h over 5 sittings. Estimated from those trials: timestep 3.3 h (a T = 8 trial takes about 50 min),
+# decay_grid 4.5 h, decay_rate 2 h, finetune 2 h.
 # A new checkout has no ray_results/ and no mlruns/: the sweeps stopped in an earlier checkout travel in
 # git as the archives in docs/reproduction/carried/ (python -m sweep.carry pack, see docs/REPRODUCTION.md;
 # named reproduction-YYYYMMDD-HHMM.tar.xz): the last by name is unpacked first when there is no MLflow

@@ -135,3 +135,37 @@ def test_a_field_the_method_does_not_read_neither_labels_nor_splits_it_and_each_
     assert '"text":"ann, lr=0.002"' in page and '"text":"slt, lr=0.2"' in page  # a titled subplot per method
     assert '"name":"slt, lr=0.2: p=0.3"' in page and page.count('"fill":"toself"') == 3
     assert written["learning_curves"]["png"].stat().st_size > 0
+
+
+def test_a_field_set_for_some_runs_and_left_unset_for_others_splits_the_configurations():
+    from dashboards.figures import learning_columns
+    from dashboards.plateau import to_markdown
+
+    # slt at the dataset's own size (image_size None) and at 16x16; the dense snn never sets it
+    rows = [{"method": "slt", "image_size": size, "p": 0.5, "seed": seed} for size in (None, 16) for seed in (0, 1)]
+    rows += [{"method": "snn", "image_size": None, "p": 0.5, "seed": seed} for seed in (0, 1)]
+    frame = pd.DataFrame([{**r, "run_id": f"r{i}", "run_status": "FINISHED", "full_budget": True,
+                           "early_stopped": False, "val_accuracy": 0.5, "test_accuracy": 0.5, "epoch": 2}
+                          for i, r in enumerate(rows)])
+    history = pd.DataFrame([{"run_id": f"r{i}", "epoch": e, "val_accuracy": 0.1 * e} for i in range(6) for e in (1, 2)])
+    assert learning_columns(frame) == ["method", "image_size"]  # p is 0.5 for every run that reads it
+    table = plateau_table(frame, history, learning_columns(frame))
+    assert table["n"].tolist() == [2, 2, 2]  # slt None, slt 16, snn: not one slt row of 4
+    markdown = to_markdown(table)
+    assert "| slt | None |" in markdown and "| slt | 16 |" in markdown and "| snn | None |" in markdown
+    curves = {s.name: s for s in figure_specs(frame, None, history=history)}["learning_curves"]
+    assert [(layer.panel, layer.label) for layer in curves.layers] == [
+        ("slt", "image_size=16"), ("slt", "image_size=None"), ("snn, image_size=None", "snn")]
+    assert [list(layer.x) for layer in curves.layers] == [[1, 2]] * 3  # one point per epoch, not two runs' zigzag
+
+
+def test_which_fields_each_method_reads():
+    from slt.methods import METHODS
+
+    read = {name: [f for f in ("p", "finetune_epochs", "T", "decay", "q", "patch_epochs", "lr") if m.reads(f)]
+            for name, m in METHODS.items()}
+    assert read["ann"] == ["lr"] and read["snn"] == ["T", "decay", "lr"]
+    assert read["lt"] == read["mplt"] == ["p", "finetune_epochs", "lr"]
+    assert read["slt"] == read["mpslt"] == read["pepsp-slt"] == ["p", "finetune_epochs", "T", "decay", "lr"]
+    assert read["multisp-slt"] == ["p", "finetune_epochs", "T", "decay", "q", "patch_epochs", "lr"]
+    assert read["multisp-lt"] == ["p", "finetune_epochs", "q", "patch_epochs", "lr"]

@@ -329,3 +329,22 @@ def test_sittings_are_kept_in_sweep_json_and_a_sweep_from_before_them_counts_its
     engine.begin_sitting(sweep, engine.open_parent_run(sweep))
     assert [s["ended"] for s in sweep.record["sittings"]] == [None, None]
     assert sweep.record["sittings"][0]["outcome"] == "unknown (recorded before sittings were kept)"
+
+
+def test_a_sweep_recorded_before_the_content_hash_is_given_it_on_disk_by_its_next_sitting(tmp_path, monkeypatch):
+    import json
+
+    from sweep.engine import SweepOptions, begin_sitting, check_inputs
+
+    monkeypatch.chdir(tmp_path)
+    space, info = load_space("decay_rate", "demo")
+    folder = tmp_path / "results" / "decay_rate-demo-20260101-000000"
+    folder.mkdir(parents=True)
+    legacy = {k: v for k, v in info.items() if k != "content_sha256"}
+    (folder / "sweep.json").write_text(json.dumps({"parent_run_id": "p", "space": legacy, "name": folder.name}))
+    sweep = check_inputs(space, info, SweepOptions(storage=str(tmp_path / "results"), resume=True,
+                                                   tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    begin_sitting(sweep)
+    written = json.loads((folder / "sweep.json").read_text())
+    assert written["space"] == {**legacy, "content_sha256": info["content_sha256"]}
+    assert len(written["sittings"]) == 1 and written["sittings"][0]["ended"] is None
