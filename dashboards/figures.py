@@ -422,7 +422,7 @@ def _learning_spec(runs: pd.DataFrame, history: pd.DataFrame | None, colors: dic
             .agg(mean="mean", std="std", n="count").reset_index())
     layers = []
     for method, block in data.groupby("method", sort=True):
-        read = [c for c in by[1:] if method not in METHODS or METHODS[method].reads(c)]
+        read = [c for c in by[1:] if reads(block.head(1), c).iloc[0]]
         inside = [c for c in read if block[c].nunique(dropna=False) > 1]  # what tells this method's curves apart
         panel = _label({"method": method, **{c: _setting(block[c].iloc[0]) for c in read if c not in inside}})
         for i, (keys, group) in enumerate(block.groupby(inside, sort=True, dropna=False) if inside else [((), block)]):
