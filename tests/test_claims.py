@@ -104,6 +104,29 @@ def test_unequal_budgets_give_no_verdict():
     assert equal["epochs"] == "3" and equal["verdict"] == "holds"
 
 
+def test_finetuning_gain_is_paired_by_seed_per_method_and_p():
+    rows = []
+    for seed in range(3):
+        base = 0.40 + 0.05 * seed  # seeds differ by far more than fine-tuning's gain: pairing removes that
+        rows += [{"method": "mpslt", "p": 0.5, "seed": seed, "finetune_epochs": 0, "test_accuracy": base},
+                 {"method": "mpslt", "p": 0.5, "seed": seed, "finetune_epochs": 20,
+                  "test_accuracy": base + [0.02, 0.03, 0.025][seed]},
+                 {"method": "slt", "p": 0.5, "seed": seed, "finetune_epochs": 0, "test_accuracy": base},
+                 {"method": "slt", "p": 0.5, "seed": seed, "finetune_epochs": 20, "test_accuracy": base + [-0.01, 0.005, -0.005][seed]}]
+    rows.append({"method": "snn", "seed": 0, "finetune_epochs": 0, "test_accuracy": 0.6})  # dense: not a ticket
+    table = claim_table(_runs(rows)).set_index("setting")
+    assert list(table.index) == ["mpslt p=0.5, 20 epochs fine-tuned vs 0", "slt p=0.5, 20 epochs fine-tuned vs 0"]
+    mpslt = table.loc["mpslt p=0.5, 20 epochs fine-tuned vs 0"]
+    assert mpslt["claim"] == "fine-tuning after the ticket" and mpslt["n"] == 3
+    assert mpslt["mean"] == pytest.approx(2.5) and mpslt["std"] == pytest.approx(0.5)  # margin 0.58 < 2.5
+    assert mpslt["verdict"] == "holds"
+    assert "fine-tuned 47.50 ± 5.27, not 45.00 ± 5.00" in mpslt["measured"]
+    slt = table.loc["slt p=0.5, 20 epochs fine-tuned vs 0"]
+    assert slt["mean"] == pytest.approx(-1 / 3) and slt["verdict"] == "within noise"  # std 0.76: margin 0.88
+    one_seed = claim_table(_runs([r for r in rows if r["seed"] == 0 and r["method"] == "mpslt"])).iloc[0]
+    assert one_seed["verdict"] == "insufficient seeds (n = 1)"
+
+
 def test_energy_ratios():
     rows = []
     for seed, snn in enumerate((0.2, 0.25)):
