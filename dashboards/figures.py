@@ -22,7 +22,7 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from dashboards.pareto import hypervolume_curve, reference_text
-from dashboards.runs import read_fields, reads
+from dashboards.runs import one_configuration, read_fields, reads, setting_text
 from runrecord import (ACCURACY, EARLY_STOPPED_TAG, ENERGY_METRICS, ESTIMATES, RUN_FIELDS, TRIAL_TAG,
                        VAL_ACCURACY, comparable, finished_full_budget)
 from slt.config import TRANSFORMERS
@@ -344,27 +344,31 @@ def _hypervolume_spec(pareto: pd.DataFrame | None) -> Spec | None:
 
 
 def energy_model_data(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and n of every energy estimate per method over full-budget runs; a ticket method swept over
-    p is shown at the p nearest 0.5 (as the paper's tables). Rows: labels ('mpslt p=0.5'), methods in
-    slt.methods order; `attrs["method"]` and `attrs["p"]` map each label to its method and p (NaN: dense)."""
+    """Mean, std and n of every energy estimate per method over full-budget runs of one configuration per
+    method (dashboards.runs.one_configuration: a ticket swept over p is shown at p = 0.5 where it ran it,
+    as the paper's tables; a sweep over T at T = 4). Rows: labels ('mpslt p=0.5', 'mpslt p=0.5 T=4'), methods
+    in slt.methods order; `attrs["method"]`, `attrs["p"]` and `attrs["setting"]` map each label to its method,
+    p (NaN: dense) and the other fields chosen ('T=4 (of 1, 2, 4, 6, 8)')."""
     present = [m for m in ENERGY_METRICS if m in runs and runs[m].notna().any()]
     rows = comparable(runs, tuple(present))
     if rows.empty or not present:  # (runs that recorded no energy estimate)
         return pd.DataFrame()
+    rows, chosen = one_configuration(rows)
     if "p" in rows:  # every run records p (a default for dense methods): only tickets are told apart by it
         rows = read_fields(rows, ["p"])
-        nearest = rows.groupby("method")["p"].transform(lambda p: p.iloc[(p - 0.5).abs().argsort().iloc[0]]
-                                                        if p.notna().any() else np.nan)
-        rows = rows[rows["p"].isna() | (rows["p"] == nearest)]
-    label = rows["method"] + (rows["p"].map(lambda p: f" p={_fmt(p)}" if pd.notna(p) else "")
-                              if "p" in rows else "")
-    rows = rows.assign(label=label)
+    others = {m: {k: v for k, v in picks.items() if k != "p"} for m, picks in chosen.items()}
+    def label(row: pd.Series) -> str:
+        ratio = [f"p={_fmt(row['p'])}"] if pd.notna(row.get("p")) else []
+        return " ".join([row["method"], *ratio, *(f"{k}={_fmt(v)}" for k, (v, _) in others[row["method"]].items())])
+
+    rows = rows.assign(label=rows.apply(label, axis=1))
     table = rows.groupby("label")[present].agg(["mean", "std", "count"])
     order = {m: i for i, m in enumerate(METHODS)}
     table = table.loc[sorted(table.index, key=lambda lab: (order.get(lab.split(" ")[0], 99), lab))]
     first = rows.drop_duplicates("label").set_index("label")
     table.attrs.update(method=first["method"].to_dict(),
-                       p=first["p"].to_dict() if "p" in first else dict.fromkeys(first.index, np.nan))
+                       p=first["p"].to_dict() if "p" in first else dict.fromkeys(first.index, np.nan),
+                       setting={lab: setting_text(others[m]) for lab, m in first["method"].items()})
     return table
 
 

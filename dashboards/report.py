@@ -77,10 +77,11 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
         plateau.to_csv(out / "plateau.csv", index=False)
         (out / "plateau.md").write_text(f"Did training level off? {PLATEAU_TEXT}\n\n" + plateau_markdown(plateau))
     energy = energy_model_data(runs)
-    if not energy.empty:  # every estimate per method (tickets at the p nearest 0.5): mean, std, count (mJ per image)
+    if not energy.empty:  # every estimate per method, one configuration each: mean, std, count (mJ per image)
         flat = energy.set_axis([f"{name}_{stat}" for name, stat in energy.columns], axis=1)
         flat.insert(0, "method", flat.index.map(energy.attrs["method"]))
         flat.insert(1, "p", flat.index.map(energy.attrs["p"]))
+        flat.insert(2, "setting", flat.index.map(energy.attrs["setting"]))
         flat.reset_index(drop=True).to_csv(out / "energy.csv", index=False)
     tables = write_tables(runs, out)
     claims = claim_table(runs)
@@ -115,7 +116,8 @@ def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plate
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if (out / "energy.csv").is_file():
         parts.append('<li><a href="energy.csv">energy.csv</a> (energy per image under every estimate, per method, '
-                     'tickets at the p nearest 0.5: mean, std, n of full-budget runs)</li>')
+                     'one configuration per method (tickets at p = 0.5 where they ran it; the setting column names any '
+                     'other choice): mean, std, n of full-budget runs)</li>')
     if pareto is not None:
         parts.append(f'<li><a href="pareto.csv">pareto.csv</a> ({objectives_text(pareto.attrs["objectives"])}; '
                      f'{int(pareto["is_pareto"].sum())} on the front, ranked over {pareto["ranked_on"].iloc[0]}; '

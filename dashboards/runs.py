@@ -1,5 +1,9 @@
 """A sweep's MLflow runs -> one typed pandas DataFrame, a row per trial."""
 
+import math
+import numbers
+
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -20,8 +24,8 @@ def _typed(name: str, values: pd.Series) -> pd.Series:
 
 
 def at(rows: pd.DataFrame, column: str, value: float) -> pd.DataFrame:
-    """The rows whose numeric `column` equals `value` (with a tolerance: params come back from MLflow as text)."""
-    return rows[rows[column].sub(value).abs() < 1e-9]
+    """The rows whose `column` equals `value` (numbers with a tolerance: params come back from MLflow as text)."""
+    return rows[equals(rows[column], value)]
 
 
 def reads(rows: pd.DataFrame, column: str) -> pd.Series:
@@ -37,6 +41,65 @@ def read_fields(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         if column != "method" and column in rows:
             rows[column] = rows[column].where(reads(rows, column))
     return rows
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and not math.isnan(value)
+
+
+def equals(values: pd.Series, value) -> pd.Series:
+    """Which of `values` equal `value`: numbers within a tolerance (params come back as text), None as empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return values.isna()
+    if _number(value):
+        return pd.to_numeric(values, errors="coerce").sub(value).abs() < 1e-9
+    return values == value
+
+
+def _choose(values: pd.Series, wanted):
+    """`wanted` where some of `values` equal it, else the value most of them have (ties: the nearest `wanted`
+    for numbers, then the larger; else the first in order)."""
+    if equals(values, wanted).any():
+        return wanted
+    counts = values.value_counts(dropna=False)
+    top = list(counts[counts == counts.max()].index)
+    if _number(wanted) and all(_number(v) for v in top):
+        return min(top, key=lambda v: (abs(v - wanted), -v))
+    return sorted(top, key=str)[0]
+
+
+def one_configuration(rows: pd.DataFrame, preferred: dict | None = None,
+                      by: tuple[str, ...] = ("method",)) -> tuple[pd.DataFrame, dict]:
+    """Per method, the runs of one configuration, so that a table cell or an energy bar pools seeds and not
+    settings (a timestep sweep's MPSLT runs at T = 1 … 8 are five cells, not one): for each run-config field
+    a method reads and its runs differ in (the seed aside), the `preferred` value, else TrainConfig's default,
+    where runs used it; else the value most runs used. `by`: the fields that stay apart (a table's
+    dataset and model columns). Returns the rows kept and, per group of `by` (its values joined by spaces:
+    'mpslt'), each field chosen as {field: (value chosen, every value the runs had)}."""
+    preferred = preferred or {}
+    kept, chosen = [], {}
+    for group, mine in rows.groupby(list(by), sort=False, dropna=False):
+        picks = {}
+        for field in RUN_FIELDS:
+            if field in (*by, "seed") or field not in mine or not reads(mine.head(1), field).all():
+                continue
+            if mine[field].nunique(dropna=False) < 2:
+                continue
+            wanted = preferred.get(field, TrainConfig.model_fields[field].default)
+            value = _choose(mine[field], wanted)
+            picks[field] = (value, sorted(mine[field].unique(), key=lambda v: (not _number(v), v if _number(v) else str(v))))
+            mine = mine[equals(mine[field], value)]
+        kept.append(mine)
+        chosen[" ".join(map(str, group))] = picks
+    return (pd.concat(kept) if kept else rows.iloc[:0]), chosen
+
+
+def setting_text(picks: dict) -> str:
+    """'T=4 (of 1, 2, 4, 6, 8)' for one method's choices from one_configuration, '' where none was made."""
+    def shown(value):
+        return f"{value:g}" if _number(value) else "None" if pd.isna(value) else str(value)
+    return ", ".join(f"{field}={shown(value)} (of {', '.join(map(shown, values))})"
+                     for field, (value, values) in picks.items())
 
 
 def budget(*cells: pd.DataFrame) -> str:

@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from dashboards.runs import at, budget
+from dashboards.runs import budget, equals, one_configuration, reads, setting_text
 from runrecord import ACCURACY, comparable
 
 DATASETS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "dvs128-gesture": "DVS128 Gesture",
@@ -49,46 +49,45 @@ def _columns(table: str) -> list[tuple[str, str]]:
     return [(dataset, model) for dataset in DATASETS for model in TABLES[table]["models"]]
 
 
-def _pick_ratio(values: pd.Series, preferred: float | None = None) -> float | None:
-    """The table's own setting (`preferred`) where runs used it, else the value most runs used (ties:
-    the one nearest 0.5); None when there are none."""
-    counts = values.dropna().value_counts()
-    if counts.empty:
-        return None
-    if preferred is not None and (counts.index.to_series().sub(preferred).abs() < 1e-9).any():
-        return float(preferred)
-    best = counts[counts == counts.max()].index
-    return float(min(best, key=lambda v: abs(v - 0.5)))
-
-
 def paper_table(runs: pd.DataFrame, table: str, *, p: float | None = None, q: float | None = None) -> pd.DataFrame:
     """Long format, one row per (method, dataset, model) cell: n, mean, std (accuracy in %), paper value.
 
-    Ticket rows use the runs at pruning ratio `p` (default: the paper's p for the table where the
-    runs have it, else the p most runs of that method used), MultiSp rows those at patch ratio `q`
-    likewise (Table II: p = 0.4, q = 0.3); the p and q used are columns of the result.
+    A cell pools the seeds of one configuration (dashboards.runs.one_configuration): ticket rows use the
+    runs at pruning ratio `p` (default: the paper's p for the table where the runs have it, else the run
+    default's, else the p most runs of that method used), MultiSp rows those at patch ratio `q` likewise
+    (Table II: p = 0.4, q = 0.3), and any other field a method's runs differ in (T, λ, ...) is held at its
+    default where the runs have it. The p and q used are columns of the result, the other choices `setting`.
     """
-    preferred = TABLES[table].get("ratios", {})
     done = comparable(runs)
+    if p is not None:  # an explicit ratio selects strictly: no runs there, an empty cell
+        done = done[~reads(done, "p") | equals(done["p"], p)]
+    if q is not None:
+        done = done[~reads(done, "q") | equals(done["q"], q)]
+    done, chosen = one_configuration(done, TABLES[table].get("ratios", {}), by=("method", "dataset", "model"))
     rows = []
     for label, method, paper in TABLES[table]["rows"]:
         mine = done[done["method"] == method]
-        used_p = used_q = None
-        if method not in ("ann", "snn"):
-            used_p = p if p is not None else _pick_ratio(mine["p"], preferred.get("p"))
-            mine = at(mine, "p", used_p) if used_p is not None else mine
-        if method.startswith("multisp"):
-            used_q = q if q is not None else _pick_ratio(mine["q"], preferred.get("q"))
-            mine = at(mine, "q", used_q) if used_q is not None else mine
         for (dataset, model), paper_value in zip(_columns(table), paper):
             cells = mine[(mine["dataset"] == dataset) & (mine["model"] == model)]
+            picks = chosen.get(f"{method} {dataset} {model}", {})
+            used_p = _ratio(cells, "p") if method not in ("ann", "snn") else None
+            used_q = _ratio(cells, "q") if method.startswith("multisp") else None
             cell = 100 * cells[ACCURACY]
             rows.append({"table": table, "row": label, "method": method, "dataset": dataset, "model": model,
                          "n": len(cell), "epochs": budget(cells),
                          "mean": cell.mean() if len(cell) else math.nan,
                          "std": cell.std(ddof=1) if len(cell) > 1 else math.nan,  # one run has no spread
-                         "paper": paper_value, "p": used_p, "q": used_q})
-    return pd.DataFrame(rows)
+                         "paper": paper_value, "p": used_p, "q": used_q,
+                         "setting": setting_text({k: v for k, v in picks.items() if k not in ("p", "q")})})
+    long = pd.DataFrame(rows)
+    long.attrs["chosen"] = chosen
+    return long
+
+
+def _ratio(rows: pd.DataFrame, column: str) -> float | None:
+    """The one p (or q) of a method's cells, None where it has no runs."""
+    values = rows[column].dropna().unique() if column in rows else []
+    return float(values[0]) if len(values) else None
 
 
 def _cell(row) -> str:
@@ -117,6 +116,12 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _choices_text(chosen: dict) -> str:
+    """A line saying which configuration the cells show where a cell's runs had several, or ''."""
+    made = [f"{cell} at {setting_text(picks)}" for cell, picks in chosen.items() if picks]
+    return f"Each cell pools the seeds of one configuration; of several: {'; '.join(made)}.\n\n" if made else ""
+
+
 def write_tables(runs: pd.DataFrame, out_dir, **selection) -> list[dict]:
     """Table II and/or III for the methods/models present; CSV (long), Markdown and LaTeX (wide)."""
     written = []
@@ -129,7 +134,7 @@ def write_tables(runs: pd.DataFrame, out_dir, **selection) -> list[dict]:
         long.to_csv(f"{stem}.csv", index=False)
         (out_dir / f"table_{table}.md").write_text(
             f"Table {table}: test accuracy (%) mean ± std over seeds (n runs, epochs trained) [paper]\n\n"
-            + to_markdown(layout))
+            + _choices_text(long.attrs["chosen"]) + to_markdown(layout))
         layout.to_latex(f"{stem}.tex",
                         caption=f"Table {table}: test accuracy, ours mean $\\pm$ std (n, epochs) [paper]")
         written.append({"table": table, "csv": f"{stem}.csv", "md": f"{stem}.md", "tex": f"{stem}.tex",

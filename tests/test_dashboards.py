@@ -170,8 +170,34 @@ def test_table_ii_uses_the_papers_q_where_the_sweep_ran_it():
             for q in (0.0, 0.3, 0.6) for seed in range(2)]
     cell = paper_table(pd.DataFrame(rows), "II").query("method == 'multisp-slt' and model == 'spikformer-tiny' and dataset == 'cifar10'")
     assert cell["q"].item() == 0.3 and cell["mean"].item() == pytest.approx(33.0) and cell["n"].item() == 2
-    without = pd.DataFrame([r for r in rows if r["q"] != 0.3])  # no q = 0.3 runs: the tie nearest 0.5
+    without = pd.DataFrame([r for r in rows if r["q"] != 0.3])  # no q = 0.3 runs: of a tie, the nearest 0.3, then the larger
     assert paper_table(without, "II").query("method == 'multisp-slt'")["q"].iloc[0] == 0.6
+
+
+def test_a_table_cell_pools_seeds_of_one_configuration_not_a_swept_t(tmp_path):
+    """A timestep sweep's MPSLT runs at five T are five configurations: the cell shows T = 4 (the run default)
+    where the sweep ran it, else the T most runs used; two models stay two columns."""
+    from dashboards.figures import energy_model_data
+    from dashboards.tables import paper_table, write_tables
+
+    rows = [{"method": "mpslt", "p": 0.5, "q": None, "T": t, "decay": 0.5, "seed": seed, "dataset": "cifar10",
+             "model": model, "run_status": "FINISHED", "full_budget": True, "epoch": 100,
+             "test_accuracy": 0.40 + 0.01 * t + 0.001 * seed + (0.1 if model == "resnet19" else 0),
+             "energy_mj": 0.001 * t}
+            for t in (1, 2, 4) for seed in range(2) for model in ("vgg9", "resnet19")]
+    long = paper_table(pd.DataFrame(rows), "III").query("method == 'mpslt' and dataset == 'cifar10'").set_index("model")
+    assert long.loc["vgg9", "n"] == 2 and long.loc["vgg9", "mean"] == pytest.approx(44.05)  # T = 4: 0.44 + 0.0005
+    assert long.loc["resnet19", "mean"] == pytest.approx(54.05) and long.loc["vgg9", "setting"] == "T=4 (of 1, 2, 4)"
+    write_tables(pd.DataFrame(rows), tmp_path)
+    assert ("Each cell pools the seeds of one configuration; of several: mpslt cifar10 vgg9 at T=4 (of 1, 2, 4); "
+            "mpslt cifar10 resnet19 at T=4 (of 1, 2, 4).") in (tmp_path / "table_III.md").read_text()
+    no_t4 = [r for r in rows if r["T"] != 4] + [{**r, "seed": 2} for r in rows if r["T"] == 1 and r["seed"] == 0]  # T = 1: 3 seeds
+    cell = paper_table(pd.DataFrame(no_t4), "III").query("method == 'mpslt' and model == 'vgg9' and dataset == 'cifar10'")
+    assert cell["n"].item() == 3 and cell["setting"].item() == "T=1 (of 1, 2)"
+    energy = energy_model_data(pd.DataFrame([r for r in rows if r["model"] == "vgg9"]))
+    assert list(energy.index) == ["mpslt p=0.5 T=4"] and energy["energy_mj"]["count"].item() == 2
+    assert energy["energy_mj"]["mean"].item() == pytest.approx(0.004)
+    assert energy.attrs["setting"] == {"mpslt p=0.5 T=4": "T=4 (of 1, 2, 4)"}
 
 
 def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_path, capsys):
@@ -179,7 +205,7 @@ def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_p
     out = tmp_path / "report"
     assert main(["report", "--experiment", "toy", "--tracking-uri", uri, "--out", str(out)]) == 0
     index = (out / "index.html").read_text()
-    energy = pd.read_csv(out / "energy.csv")  # mpslt at the p nearest 0.5: trial 16's p = 0.1 + 16/40, one run
+    energy = pd.read_csv(out / "energy.csv")  # mpslt at p = 0.5 (the default): trial 16's p = 0.1 + 16/40, one run
     assert energy[["method", "p", "energy_mj_count"]].values.tolist() == [["mpslt", 0.5, 1]]
     assert energy["energy_mj_mean"].iloc[0] == pytest.approx(trials[16][2])
     for name in ("runs.csv", "pareto.csv", "energy.csv"):
