@@ -163,10 +163,10 @@ def finetune_rows(done: pd.DataFrame) -> list[dict]:
     rows = []
     for (method, p), runs in tickets.groupby(["method", "p"]):
         without = runs[runs["finetune_epochs"] == 0]
+        if without.empty:  # nothing to compare the fine-tuned runs with
+            continue
         for tuned_epochs in sorted(set(runs["finetune_epochs"]) - {0}):
             tuned = runs[runs["finetune_epochs"] == tuned_epochs]
-            if without.empty:
-                continue
             gain = _stats(100 * (_by_seed(tuned) - _by_seed(without)).dropna())
             epochs = budget(tuned, without)
             rows.append({"claim": "fine-tuning after the ticket", "setting": f"{method} p={p:g}, "
