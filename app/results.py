@@ -36,8 +36,12 @@ def cmd_export_pareto(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import write_report
 
+    against = None
+    if args.against is not None:
+        experiment, _, parent = args.against.partition(":")
+        against = (experiment, parent or None)
     report = write_report(args.experiment, args.tracking_uri or runrecord.default_tracking_uri(), args.out,
-                          args.parent_run)
+                          args.parent_run, against=against)
     print(f"report: {report['index']} ({len(report['figures'])} figures, "
           f"{', '.join('Table ' + t['table'] for t in report['tables']) or 'no paper table'}); "
           f"Pareto CSV: {report['pareto_csv']}; logged to parent run {report['parent_run_id']} under report/")
@@ -80,6 +84,9 @@ def add_commands(commands) -> None:
     report.add_argument("--parent-run", default=None, help="a sweep's parent run id (default: the latest sweep)")
     report.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db")
     report.add_argument("--out", required=True, help="a new folder for the report")
+    report.add_argument("--against", default=None, metavar="EXPERIMENT[:PARENT_RUN]",
+                        help="a grid sweep over the one field this sweep searches (its latest sweep, or the given "
+                             "parent run): the claims judge the search's pick against the grid's cells")
     report.set_defaults(func=cmd_report)
 
     dashboard = commands.add_parser("dashboard", help="open a dashboard server on 127.0.0.1")

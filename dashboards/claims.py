@@ -8,11 +8,15 @@ paper's statement, and a verdict.
 - T trend: mean accuracy per T and Spearman's rank correlation of accuracy with T over all runs.
 - λ: accuracy against λ rises then falls: the best λ (chosen on validation accuracy) lies inside the
   range and its test accuracy exceeds both ends' by more than two standard errors.
+- A search against a grid (`slt report --against`, two sweeps): the value an adaptive search (the λ GP)
+  picks on validation, and the test accuracy of the grid cell nearest it against the grid's best cell
+  (chosen on validation too), paired by seed.
 - Fine-tuning (Fig. 5 right): a ticket's accuracy with its kept weights fine-tuned after the search
   minus without, at the same total epochs, paired by seed, per method and p.
 - Energy: energy per image of the spiking ticket, dense SNN and ANN, and their ratios (paired by seed),
   by the paper's convention and under every other estimate the runs recorded.
-Accuracies are test accuracies; the only choice made (the best λ) reads validation accuracy.
+Accuracies are test accuracies; the only choices made (the best λ, a search's pick, a grid's best cell)
+read validation accuracy.
 Verdicts: "holds" when the effect has the paper's sign and its mean exceeds two standard errors,
 "does not hold" when it has the opposite sign beyond two standard errors, otherwise "within noise".
 A verdict needs at least two seeds in every compared cell ("insufficient seeds (n = 1)" otherwise) and
@@ -25,7 +29,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from dashboards.runs import at, budget, reads
-from runrecord import ACCURACY, ENERGY_METRICS, ESTIMATES, VAL_ACCURACY, comparable
+from runrecord import ACCURACY, ENERGY_METRICS, ESTIMATES, RUN_FIELDS, SYMBOLS, VAL_ACCURACY, comparable
+from slt.errors import InputError
 from slt.methods import METHODS
 
 MIN_SEEDS = 2  # a verdict needs at least this many seeds in every compared cell
@@ -37,6 +42,8 @@ DROP_PAIRS = [
     ("Reward 2", "multisp-slt", "snn", "multisp-lt", "ann", "q"),
     ("Reward 2 (ConvPEP only, no patch pruning)", "pepsp-slt", "snn", "pepsp-lt", "ann", None),
 ]
+# run-config fields two sweeps may differ in and still be compared cell by cell (seeds, where they ran)
+NOT_COMPARED = ("seed", "device", "neuron_backend", "data_dir")
 PAPER_ENERGY = {"mpslt/snn": 0.079 / 0.093}  # VGG-9 CIFAR-10, paper: MPSLT 0.079 mJ vs dense SNN 0.093 mJ
 
 
@@ -154,6 +161,63 @@ def decay_rows(done: pd.DataFrame) -> list[dict]:
              "paper": "non-monotonic: an interior optimum", "verdict": judged}]
 
 
+def searched_field(search: pd.DataFrame, grid: pd.DataFrame) -> str:
+    """The one run-config field that a search sweep and a grid sweep both vary; a one-line error naming
+    --against where there is not exactly one, or where the sweeps differ in any other field (their cells
+    would not be the same runs)."""
+    def varied(runs):
+        return {f for f in RUN_FIELDS if f not in NOT_COMPARED and f in runs and runs[f].nunique() > 1}
+
+    common = varied(search) & varied(grid)
+    if len(common) != 1:
+        raise InputError("against", f"a search is judged against a grid of the one field it varies; the search "
+                                    f"varies {sorted(varied(search)) or 'nothing'}, the grid {sorted(varied(grid)) or 'nothing'}")
+    (field,) = common
+    for other in (f for f in RUN_FIELDS if f not in (*NOT_COMPARED, field) and f in search and f in grid):
+        mine, theirs = (set(runs[other].dropna().astype(str)) for runs in (search, grid))
+        if mine != theirs:
+            raise InputError("against", f"the search and the grid differ in {other} ({', '.join(sorted(mine))} vs "
+                                        f"{', '.join(sorted(theirs))}); both must run the same configuration")
+    return field
+
+
+def search_rows(search: pd.DataFrame, grid: pd.DataFrame) -> list[dict]:
+    """The value a search picks on validation (the best mean over its runs at each value), the grid cell
+    nearest it (ties: the one better on validation) and that cell's test accuracy minus the grid's best
+    cell's (chosen on validation), paired by seed. "holds" where the nearest cell is the grid's best,
+    "does not hold" where it is worse beyond two standard errors, else "within noise"."""
+    field = searched_field(search, grid)
+    search, grid = (comparable(runs, (ACCURACY, VAL_ACCURACY)) for runs in (search, grid))
+    if search.empty or grid.empty:
+        return []
+    picked = search.groupby(field)[VAL_ACCURACY].mean().idxmax()
+    cells = grid.groupby(field)[VAL_ACCURACY].mean()
+    best = cells.idxmax()
+    nearest = min(cells.index, key=lambda v: (abs(v - picked), -cells[v]))
+    near, top, mine = at(grid, field, nearest), at(grid, field, best), at(search, field, picked)
+    gap = _stats(100 * (_by_seed(near) - _by_seed(top)).dropna())
+    epochs = budget(search, grid)
+    seeds = min(near["seed"].nunique(), top["seed"].nunique())
+    margin = 2 * gap["std"] / math.sqrt(gap["n"]) if gap["n"] > 1 else math.nan
+    judged = _refusal(seeds, epochs) or ("holds" if nearest == best else
+                                         "does not hold" if gap["mean"] < -margin else "within noise")
+    name = SYMBOLS.get(field, field)
+    def pct(rows):  # '59.0 ± 1.0 % (n = 3)'
+        stats = _stats(100 * _by_seed(rows))
+        return f"{stats['mean']:.1f}" + (f" ± {stats['std']:.1f}" if stats["n"] > 1 else "") + f" % (n = {stats['n']})"
+    return [{"claim": f"the search finds the best {name}", "setting": f"{len(search)} search runs against a grid "
+             f"of {len(grid)} ({cells.size} values)",
+             "measured": f"picked on validation by the search: {name} = {picked:.3g} (validation "
+                         f"{100 * mine[VAL_ACCURACY].mean():.1f} %, test {pct(mine)}); the grid's best on "
+                         f"validation: {name} = {best:g} (test {pct(top)}); the grid cell nearest the pick: "
+                         f"{name} = {nearest:g} (test {pct(near)})",
+             "quantity": "test points, per seed: the grid cell nearest the pick - the grid's best cell",
+             **gap, "epochs": epochs,
+             "paper": f"an adaptive search finds the {name} a grid finds best, in fewer trials (DESIGN §7: "
+                      "10-14 GP trials against ~46 grid points)",
+             "verdict": judged}]
+
+
 def finetune_rows(done: pd.DataFrame) -> list[dict]:
     """Fine-tuning after the ticket: per ticket method and p, test accuracy with `finetune_epochs` > 0 minus
     with 0 (the same total epochs: the search gets the rest), paired by seed; > 0 is the paper's direction."""
@@ -232,10 +296,13 @@ def other_estimate_rows(done: pd.DataFrame, cells: dict[str, pd.DataFrame]) -> l
     return rows
 
 
-def claim_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count."""
+def claim_table(runs: pd.DataFrame, grid: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count.
+    `grid`: another sweep's runs, a grid over the field these runs search (search_rows)."""
     done = comparable(runs)
     rows = drop_rows(done) + timestep_rows(done) + decay_rows(done) + finetune_rows(done) + energy_rows(done)
+    if grid is not None:
+        rows += search_rows(runs, grid)
     return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "epochs",
                                        "paper", "verdict"])
 

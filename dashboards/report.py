@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from dashboards.claims import claim_table
+from dashboards.claims import claim_table, searched_field
 from dashboards.claims import to_markdown as claims_markdown
 from dashboards.figures import energy_model_data, learning_columns, write_figures
 from dashboards.pareto import hypervolume_curve, pareto_table, reference_text
@@ -25,8 +25,10 @@ def partial_dir(out: Path) -> Path:
 
 
 def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
-                 *, log_to_mlflow: bool = True) -> dict:
+                 *, log_to_mlflow: bool = True, against: tuple[str, str | None] | None = None) -> dict:
     """Write the report into `out_dir` (which must be new or empty) and log it to the sweep's parent run.
+    `against`: (experiment, parent run id or None for its latest) of a grid sweep over the field this sweep
+    searches; the claims then judge the search's pick against the grid's cells.
 
     Everything is written into a partial folder beside `out_dir` first (what a writer killed half-way
     left there is discarded), logged to MLflow from there, and then moved into place in one rename:
@@ -37,11 +39,20 @@ def write_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     runs, parent = load_runs(experiment, tracking_uri, parent_run_id)
     if runs.empty:
         raise InputError("experiment", f"sweep {parent.info.run_name!r} has no trial runs yet")
+    grid = grid_parent = None
+    if against is not None:
+        try:
+            grid, grid_parent = load_runs(against[0], tracking_uri, against[1])
+        except InputError as err:  # (load_runs names its own argument, --experiment)
+            raise InputError("against", err.problem) from None
+        if grid.empty:
+            raise InputError("against", f"sweep {grid_parent.info.run_name!r} has no trial runs yet")
+        searched_field(runs, grid)
     work = partial_dir(out)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    written = _write_files(experiment, tracking_uri, parent, runs, work)
+    written = _write_files(experiment, tracking_uri, parent, runs, work, grid, grid_parent)
     if log_to_mlflow:
         MlflowClient(tracking_uri).log_artifacts(parent.info.run_id, str(work), artifact_path="report")
     if out.exists():
@@ -62,8 +73,9 @@ def front_objectives(parent) -> list[tuple[str, str]]:
     return pairs if len(pairs) >= 2 else list(PARETO_OBJECTIVES)
 
 
-def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) -> dict:
-    """Every file of the report into `out`: runs and Pareto CSVs, figures, tables, claims, index.html."""
+def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path, grid=None, grid_parent=None) -> dict:
+    """Every file of the report into `out`: runs and Pareto CSVs, figures, tables, claims, index.html
+    (`grid`, `grid_parent`: the runs and parent run of the grid sweep a search is judged against, if any)."""
     runs.to_csv(out / "runs.csv", index=False)
     pareto = None
     objectives = front_objectives(parent)
@@ -84,13 +96,15 @@ def _write_files(experiment: str, tracking_uri: str, parent, runs, out: Path) ->
         flat.insert(2, "setting", flat.index.map(energy.attrs["setting"]))
         flat.reset_index(drop=True).to_csv(out / "energy.csv", index=False)
     tables = write_tables(runs, out)
-    claims = claim_table(runs)
+    claims = claim_table(runs, grid)
+    against = "" if grid_parent is None else (f"; its search judged against the grid sweep "
+                                              f"{grid_parent.info.run_name} (parent run {grid_parent.info.run_id})")
     if not claims.empty:
         claims.to_csv(out / "claims.csv", index=False)
-        (out / "claims.md").write_text("The paper's claims on this sweep's runs (dashboards/claims.py)\n\n"
+        (out / "claims.md").write_text(f"The paper's claims on this sweep's runs{against} (dashboards/claims.py)\n\n"
                                        + claims_markdown(claims))
     (out / "index.html").write_text(_index_html(experiment, parent, runs, pareto, figures, tables, claims, plateau,
-                                                out))
+                                                out, html.escape(against)))
     return {"pareto": pareto, "figures": figures, "tables": tables, "claims": claims, "plateau": plateau}
 
 
@@ -106,12 +120,13 @@ def _hypervolume_text(pareto) -> str:
             "of its range)")
 
 
-def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plateau, out: Path) -> str:
+def _index_html(experiment, parent, runs, pareto, figures, tables, claims, plateau, out: Path, against: str = "") -> str:
     finished = int(finished_full_budget(runs).sum())
     parts = [f"<h1>Sweep {html.escape(parent.info.run_name or experiment)}</h1>",
              f"<p>Experiment <code>{html.escape(experiment)}</code>, parent run <code>{parent.info.run_id}</code>; "
              f"{len(runs)} trials, {finished} finished with their full budget, "
-             f"{int(runs['early_stopped'].sum())} early-stopped, {int((runs['run_status'] == 'FAILED').sum())} failed. "
+             f"{int(runs['early_stopped'].sum())} early-stopped, {int((runs['run_status'] == 'FAILED').sum())} failed"
+             f"{against}. "
              f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
              '<ul><li><a href="runs.csv">runs.csv</a> (every trial: params, metrics, status)</li>']
     if (out / "energy.csv").is_file():

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.claims import claim_table, to_markdown, verdict
+from dashboards.claims import claim_table, search_rows, to_markdown, verdict
+from slt.errors import InputError
 
 
 def _runs(rows):
@@ -102,6 +103,46 @@ def test_unequal_budgets_give_no_verdict():
     assert row["epochs"] == "3 / 4" and row["verdict"] == "unequal budgets (3 / 4 epochs)"
     equal = claim_table(_runs([{**r, "epoch": 3} for r in rows])).iloc[0]
     assert equal["epochs"] == "3" and equal["verdict"] == "holds"
+
+
+def _search_and_grid(grid_val, grid_test):
+    """A GP-like search (one seed per λ, validation peaking at λ = 0.42) and a grid (λ 0.2 … 0.8, 3 seeds) whose
+    cells' validation and per-seed test accuracies are given."""
+    search = [{"method": "mpslt", "p": 0.5, "decay": d, "val_accuracy": 0.6 - (d - 0.42) ** 2,
+               "test_accuracy": 0.59 - (d - 0.42) ** 2} for d in (0.1, 0.3, 0.42, 0.5, 0.9)]
+    grid = [{"method": "mpslt", "p": 0.5, "decay": d, "seed": s, "val_accuracy": grid_val[d],
+             "test_accuracy": grid_test[d][s]} for d in grid_val for s in range(3)]
+    return _runs(search), _runs(grid)
+
+
+def test_a_search_is_judged_by_the_grid_cell_nearest_its_pick_against_the_grids_best():
+    test = {0.2: [0.50, 0.51, 0.52], 0.4: [0.58, 0.59, 0.60], 0.6: [0.59, 0.61, 0.63], 0.8: [0.55, 0.55, 0.55]}
+    search, grid = _search_and_grid({0.2: 0.50, 0.4: 0.60, 0.6: 0.58, 0.8: 0.55}, test)
+    (row,) = search_rows(search, grid)
+    assert row["claim"] == "the search finds the best λ" and row["verdict"] == "holds"  # 0.42 lies in 0.4's cell
+    assert row["mean"] == 0 and row["n"] == 3 and row["setting"] == "5 search runs against a grid of 12 (4 values)"
+    assert "λ = 0.42 (validation 60.0 %, test 59.0 % (n = 1))" in row["measured"]
+    assert "the grid's best on validation: λ = 0.4 (test 59.0 ± 1.0 % (n = 3))" in row["measured"]
+    # the grid's best on validation is 0.6 (test never chooses); the nearest cell, 0.4, loses 1, 2, 3 points
+    (worse,) = search_rows(search, _search_and_grid({0.2: 0.5, 0.4: 0.58, 0.6: 0.60, 0.8: 0.55}, test)[1])
+    assert worse["mean"] == pytest.approx(-2.0) and worse["std"] == pytest.approx(1.0)  # margin 2/√3 = 1.15
+    assert worse["verdict"] == "does not hold" and "the grid cell nearest the pick: λ = 0.4" in worse["measured"]
+    test[0.6] = [0.59, 0.58, 0.60]  # now 0.4 against 0.6: -1, +1, 0 points
+    (close,) = search_rows(search, _search_and_grid({0.2: 0.5, 0.4: 0.58, 0.6: 0.60, 0.8: 0.55}, test)[1])
+    assert close["mean"] == pytest.approx(0.0) and close["verdict"] == "within noise"
+    one_seed = grid[grid["seed"] == 0]
+    assert search_rows(search, one_seed)[0]["verdict"] == "insufficient seeds (n = 1)"
+    assert claim_table(search, grid)["claim"].tolist()[-1] == "the search finds the best λ"
+
+
+def test_a_grid_of_another_field_or_configuration_is_refused_naming_against():
+    test = {d: [0.5, 0.5, 0.5] for d in (0.2, 0.4)}
+    search, grid = _search_and_grid({0.2: 0.5, 0.4: 0.6}, test)
+    with pytest.raises(InputError, match=r"^against: the search and the grid differ in p \(0.5 vs 0.7\)"):
+        search_rows(search, grid.assign(p=0.7))
+    with pytest.raises(InputError, match=r"^against: a search is judged against a grid of the one field it varies; "
+                                         r"the search varies \['decay'\], the grid \['T'\]"):
+        search_rows(search, grid.assign(decay=0.5, T=[1, 2, 4, 6, 8, 1]))
 
 
 def test_finetuning_gain_is_paired_by_seed_per_method_and_p():

@@ -219,6 +219,42 @@ def test_report_writes_every_file_links_them_and_logs_to_the_parent(store, tmp_p
     assert capsys.readouterr().err.startswith("slt: error: out: ")
 
 
+def test_report_against_a_grid_judges_the_search_and_refuses_an_unknown_grid(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+
+    def sweep(name, trials):  # trials: (λ, seed, validation, test)
+        experiment = client.create_experiment(name, artifact_location=str(tmp_path / name))
+        parent = client.create_run(experiment, run_name=f"{name}-cpu").info.run_id
+        for i, (decay, seed, val, test) in enumerate(trials):
+            run = client.create_run(experiment, run_name=f"t{i}", tags={
+                "mlflow.parentRunId": parent, "trial_id": f"t{i:02d}", "status": "finished", "full_budget": "true",
+                "early_stopped": "false"}).info.run_id
+            for key, value in {"method": "mpslt", "p": "0.5", "decay": str(decay), "seed": str(seed)}.items():
+                client.log_param(run, key, value)
+            for metric, value in (("val_accuracy", val), ("test_accuracy", test), ("epoch", 100)):
+                client.log_metric(run, metric, value)
+            client.set_terminated(run, "FINISHED")
+        client.set_terminated(parent, "FINISHED")
+        return parent
+
+    sweep("decay_rate", [(0.15, 0, 0.50, 0.49), (0.33, 0, 0.61, 0.60), (0.8, 0, 0.52, 0.50)])
+    grid = sweep("decay_grid", [(d, s, 0.6 - abs(d - 0.3), 0.55 + 0.01 * s - abs(d - 0.3))
+                                for d in (0.1, 0.3, 0.5) for s in range(2)])
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", "decay_rate", "--tracking-uri", uri, "--out", str(out),
+                 "--against", f"decay_grid:{grid}"]) == 0
+    row = pd.read_csv(out / "claims.csv").set_index("claim").loc["the search finds the best λ"]
+    assert row["verdict"] == "holds" and row["n"] == 2 and row["epochs"] == 100  # 0.33 is nearest 0.3, the best
+    assert "the grid's best on validation: λ = 0.3 (test 55.5 ± 0.7 % (n = 2))" in row["measured"]
+    assert f"judged against the grid sweep decay_grid-cpu (parent run {grid})" in (out / "index.html").read_text()
+    capsys.readouterr()
+    assert main(["report", "--experiment", "decay_rate", "--tracking-uri", uri, "--out", str(tmp_path / "again"),
+                 "--against", "decay_grd"]) == 2
+    assert capsys.readouterr().err.startswith("slt: error: against: no MLflow experiment 'decay_grd'")
+    assert not (tmp_path / "again").exists()  # refused before any work
+
+
 def test_dashboard_optuna_refuses_unknown_study_in_one_line(tmp_path, capsys):
     import optuna
 

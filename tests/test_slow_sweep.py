@@ -243,7 +243,8 @@ def test_mo_asha_sweep_resumes_after_sigkill_with_its_rungs_and_never_a_partial_
     kids = [k for k in all_kids if k.data.tags["status"] != "lost"]
     assert len({k.data.tags["trial_id"] for k in kids}) == len(kids) == 6
     stopped = [k for k in kids if k.data.tags["early_stopped"] == "true"]
-    assert stopped and all(k.info.status == "FINISHED" for k in kids)
+    assert stopped and all(k.info.status == "FINISHED" for k in kids), [
+        (k.data.tags["trial_id"], k.info.status, k.data.tags.get("status"), k.data.tags.get("reason")) for k in kids]
     for kid in kids:
         trial, steps = kid.data.tags["trial_id"], [m.step for m in client.get_metric_history(kid.info.run_id, "epoch")]
         assert sorted(set(steps)) == list(range(1, max(steps) + 1)) and steps.count(1) == 1
