@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CPU-scale reproduction of docs/REPRODUCTION.md: the `cpu` profile of each search space, run
 # through the sweep service (Ray Tune + Optuna + MLflow in ./mlruns), one sweep after another. The CNN
-# sweeps use the whole CIFAR-10 subset in ../shared/data. patch_ratio's transformer profile is not
-# calibrated yet (it is still the 2,000-image, 3-epoch one), so it runs only when named.
-# (balance and pareto are beyond the paper's tables; run them by name too.)
+# sweeps use the whole CIFAR-10 subset in ../shared/data; patch_ratio's transformer sees it at 16x16
+# (calibrated in docs/reproduction/calibration, rounds 5-8). (balance and pareto are beyond the paper's
+# tables; run them by name.) Once decay_grid and decay_rate have both finished, the GP's λ is judged on
+# the grid (slt report --against) in docs/reproduction/<decay_rate sweep>-vs-grid/.
 # Together the sweeps take longer than one sitting. Ctrl-C stops the running sweep resumably, and
 # running this script again continues each sweep with --resume, where the latest sweep of that space
 # runs what its profile runs now. A finished sweep is then only reported, not run again.
@@ -13,7 +14,8 @@
 # Cost on 2 CPU cores, two trials at a time, bf16, measured on pruning_ratio's trials: 19.5-29 min per
 # spiking trial at T = 4 and 6-9.7 min per ANN-type one (the longer ones on a slower day); pruning_ratio took
 # 7.50 h over 5 sittings, timestep 2.85 h over 2 (a T = 8 trial 30-49 min). Estimated from those trials:
-# decay_grid 4.5 h, decay_rate 2 h, finetune 2 h.
+# decay_grid 4.5 h, decay_rate 2 h, finetune 2.5 h; patch_ratio 3.3 h (calibration: a spiking transformer
+# trial 17-22 min, an ANN-type one 5-6 min).
 # A new checkout has no ray_results/ and no mlruns/: the sweeps stopped in an earlier checkout travel in
 # git as the archives in docs/reproduction/carried/ (python -m sweep.carry pack, see docs/REPRODUCTION.md;
 # named reproduction-YYYYMMDD-HHMM.tar.xz): the last by name is unpacked first when there is no MLflow
@@ -24,6 +26,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 CARRIED=${CARRIED:-docs/reproduction/carried}
 TRACKING_DB=${TRACKING_DB:-mlruns/mlflow.db}
+RESULTS=${RESULTS:-ray_results}
 carried=$(ls "$CARRIED"/*.tar.xz 2>/dev/null | sort | tail -n 1 || true)  # the last by name: name them by date
 if [ -n "$carried" ] && [ ! -e "$TRACKING_DB" ]; then
   echo "== unpacking the sweeps carried in $carried"
@@ -32,7 +35,7 @@ elif [ -n "$carried" ]; then
   echo "== $TRACKING_DB exists: the sweeps here are continued, $carried is not unpacked"
 fi
 SWEEPS=("$@")
-[ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(pruning_ratio timestep decay_grid decay_rate finetune)
+[ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(pruning_ratio timestep decay_grid decay_rate finetune patch_ratio)
 errors=$(mktemp)
 trap 'rm -f "$errors"' EXIT
 for sweep in "${SWEEPS[@]}"; do
@@ -53,3 +56,19 @@ for sweep in "${SWEEPS[@]}"; do
     exit "$status"
   fi
 done
+# the latest sweep of a space if it has finished (its last sitting's outcome in sweep.json): "NAME PARENT_RUN_ID"
+finished() {
+  local latest
+  latest=$(ls -d "$RESULTS/$1"-cpu-* 2>/dev/null | sort | tail -n 1 || true)
+  [ -n "$latest" ] || return 0
+  if [ "$(grep -o '"outcome": "[^"]*"' "$latest/sweep.json" | tail -n 1)" = '"outcome": "finished"' ]; then
+    echo "$(basename "$latest") $(grep -o '"parent_run_id": "[0-9a-f]*"' "$latest/sweep.json" | cut -d'"' -f4)"
+  fi
+}
+read -r search search_run <<< "$(finished decay_rate)" || true
+read -r grid grid_run <<< "$(finished decay_grid)" || true
+if [ -n "${search_run:-}" ] && [ -n "${grid_run:-}" ] && [ ! -e "docs/reproduction/$search-vs-grid" ]; then
+  echo "== the λ search ($search) judged on the grid ($grid): docs/reproduction/$search-vs-grid"
+  "$PY" -m app.cli report --experiment decay_rate --parent-run "$search_run" --against "decay_grid:$grid_run" \
+    --out "docs/reproduction/$search-vs-grid"
+fi

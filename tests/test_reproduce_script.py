@@ -30,7 +30,7 @@ def run_script(tmp_path, behaviour, carried=(), tracking_db=False):
     fake = tmp_path / "python"
     fake.write_text(FAKE)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    (tmp_path / "carried").mkdir()
+    (tmp_path / "carried").mkdir(exist_ok=True)
     for name in carried:
         (tmp_path / "carried" / name).write_text("")
     if tracking_db:
@@ -38,7 +38,8 @@ def run_script(tmp_path, behaviour, carried=(), tracking_db=False):
     log = tmp_path / "calls"
     done = subprocess.run(["bash", str(SCRIPT), "timestep", "decay_grid"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHON": str(fake), "CALLS": str(log), "BEHAVIOUR": behaviour,
-                               "CARRIED": str(tmp_path / "carried"), "TRACKING_DB": str(tmp_path / "mlflow.db")})
+                               "CARRIED": str(tmp_path / "carried"), "TRACKING_DB": str(tmp_path / "mlflow.db"),
+                               "RESULTS": str(tmp_path / "results")})
     made = [line.replace("sweep/", "").replace(".py", "").replace(" --profile cpu --quiet --reports docs/reproduction",
                                                                     "").replace(str(tmp_path), "TMP")
             for line in log.read_text().splitlines()]
@@ -111,3 +112,28 @@ def test_the_newest_carried_archive_is_unpacked_where_there_is_no_mlflow_store(t
     assert done.returncode == 0, done.stderr
     assert made == calls
     assert ("is not unpacked" in done.stdout) == tracking_db
+
+
+def _sweep_record(results, name, parent, outcomes):
+    import json
+
+    (results / name).mkdir(parents=True, exist_ok=True)
+    (results / name / "sweep.json").write_text(json.dumps(
+        {"parent_run_id": parent, "name": name, "sittings": [{"outcome": o} for o in outcomes]}, indent=2))
+
+
+def test_the_lambda_search_is_judged_on_the_grid_once_both_sweeps_have_finished(tmp_path):
+    results = tmp_path / "results"
+    _sweep_record(results, "decay_grid-cpu-20261207-010000", "9a0b", ["interrupted", "finished"])
+    _sweep_record(results, "decay_rate-cpu-20261201-010000", "0001", ["finished"])  # an older search
+    _sweep_record(results, "decay_rate-cpu-20261207-020000", "7c7d", ["finished", "interrupted"])
+    done, made = run_script(tmp_path, "resumes")
+    assert done.returncode == 0, done.stderr
+    assert made == ["timestep --resume", "decay_grid --resume"]  # the latest search is not finished: no report
+    _sweep_record(results, "decay_rate-cpu-20261207-020000", "7c7d", ["finished", "interrupted", "finished"])
+    (tmp_path / "calls").unlink()
+    done, made = run_script(tmp_path, "resumes")
+    assert done.returncode == 0, done.stderr
+    assert made[2:] == ["-m app.cli report --experiment decay_rate --parent-run 7c7d --against decay_grid:9a0b "
+                        "--out docs/reproduction/decay_rate-cpu-20261207-020000-vs-grid"]
+    assert "== the λ search (decay_rate-cpu-20261207-020000) judged on the grid" in done.stdout
