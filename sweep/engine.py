@@ -341,6 +341,7 @@ def build_or_restore_tuner(sweep: Sweep):
                  OptunaStudyExport(sweep.optuna_storage, record["name"], space)]
     trainable = tune.with_resources(train_ticket, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     if sweep.options.resume and tune.Tuner.can_restore(str(sweep.tune_dir)):
+        remake_named_checkpoints(sweep.tune_dir)
         return tune.Tuner.restore(str(sweep.tune_dir), trainable=trainable, resume_errored=True)
     single = None if space.multi_objective else space.objectives[0]
     return tune.Tuner(
@@ -356,6 +357,37 @@ def build_or_restore_tuner(sweep: Sweep):
             verbose=sweep.options.verbose, failure_config=tune.FailureConfig(max_failures=space.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
+
+
+def remake_named_checkpoints(tune_dir: Path) -> list[Path]:
+    """Make again, empty, the checkpoint folders of unfinished trials that Tune's last snapshot names but that
+    are gone; returns them. Tune snapshots its state once a second while a trial may checkpoint more often,
+    and keeps each trial's newest two (num_to_keep), so a driver killed between snapshots can have deleted
+    the checkpoint its snapshot names as a trial's latest; Tune then refuses to restore that trial ("does
+    not exist on storage anymore") and fails it. With the folder there the trial starts, and the trainable
+    continues from the newest state it noted (trainables.ticket.latest_state_file); Tune deletes the empty
+    folder in turn, as it deletes the checkpoints it knows."""
+    from functools import partial
+
+    from ray.tune.utils.serialization import TuneFunctionDecoder
+
+    snapshots = sorted(tune_dir.glob("experiment_state-*.json"))  # the one Tune restores: the newest by name
+    if not snapshots:
+        return []
+    # Tune's own snapshot, written by this sweep's driver: its cloudpickled checkpoint records are trusted
+    decoder = partial(TuneFunctionDecoder, allow_cloudpickle=True)
+    made = []
+    for trial, metadata in json.loads(snapshots[-1].read_text())["trial_data"]:
+        if json.loads(trial).get("status") == "TERMINATED":  # not restored (a carried sweep lacks its checkpoints)
+            continue
+        manager = json.loads(metadata, cls=decoder).get("checkpoint_manager")
+        named = [*getattr(manager, "best_checkpoint_results", []), getattr(manager, "latest_checkpoint_result", None)]
+        for result in (r for r in named if r is not None and r.checkpoint is not None):
+            folder = Path(result.checkpoint.path)
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                made.append(folder)
+    return made
 
 
 def finish_sweep(sweep: Sweep, results, fit_seconds: float) -> dict:

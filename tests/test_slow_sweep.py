@@ -126,6 +126,61 @@ def test_resume_after_sigkill_reruns_nothing_and_duplicates_no_run(tmp_path):
             assert len(client.get_metric_history(kid.info.run_id, "test_accuracy")) == steps_before[kid.data.tags["trial_id"]]
 
 
+def test_a_snapshot_naming_a_checkpoint_the_killed_driver_deleted_still_resumes_every_trial(tmp_path):
+    """Tune snapshots its state once a second and keeps each trial's newest two checkpoints, so a driver killed
+    between snapshots may have deleted the checkpoint its snapshot names as a trial's latest (Tune then refuses
+    to restore the trial and fails it). Made on purpose here: the snapshot of an early moment is put back after
+    the kill, when that trial has checkpointed three times since."""
+    import json
+    import re
+
+    settings = ["--set", "num_samples=2", "--set", "base.epochs=30", "--set", "max_concurrent=2"]
+    driver = subprocess.Popen(sweep_cmd(tmp_path, "decay_rate", *settings), cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def noted():  # trial id -> the index of the checkpoint it last noted (trainables.ticket._note)
+        indices = {}
+        for note in (tmp_path / "results").glob("decay_rate-demo-*/progress/*.json"):
+            try:
+                indices[note.stem] = int(re.search(r"checkpoint_(\d+)", json.loads(note.read_text())["checkpoint"])[1])
+            except (ValueError, KeyError, TypeError):
+                pass  # being replaced
+        return indices
+
+    saved = {}
+    def snapshot_taken():
+        early = {t: i for t, i in noted().items() if i >= 1}
+        tune_dir = next((tmp_path / "results").glob("decay_rate-demo-*/tune"), None)
+        if not early or tune_dir is None:
+            return False
+        time.sleep(1.5)  # a snapshot (once a second) now names checkpoint >= 1 of that trial
+        saved.update(dir=tune_dir, files={f.name: f.read_bytes() for f in tune_dir.iterdir() if f.is_file()},
+                     trial=min(early), index=noted()[min(early)])
+        return True
+    def three_checkpoints_later():
+        return noted().get(saved["trial"], 0) >= saved["index"] + 3
+    try:
+        wait_for(snapshot_taken, 600, "a trial's second checkpoint")
+    except BaseException:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
+    kill_when(driver, three_checkpoints_later, "three more checkpoints of that trial")
+    trial_dir = next(saved["dir"].glob(f"*{saved['trial']}*"))
+    assert not (trial_dir / f"checkpoint_{saved['index']:06d}").exists()  # deleted since the snapshot we saved
+    for name, content in saved["files"].items():  # the older snapshot is the newest one again
+        (saved["dir"] / name).write_bytes(content)
+
+    resumed = subprocess.run(sweep_cmd(tmp_path, "decay_rate", *settings, "--resume"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "2 trials, 0 failed" in resumed.stdout, (resumed.stdout[-2000:], resumed.stderr[-3000:])
+    client, _, kids = children(tmp_path)
+    assert sorted(k.info.status for k in kids if k.data.tags["status"] != "lost") == ["FINISHED", "FINISHED"]
+    for kid in (k for k in kids if k.data.tags["status"] != "lost"):
+        steps = [m.step for m in client.get_metric_history(kid.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, 31)), steps  # every epoch once: continued, not restarted
+    assert not [f for f in trial_dir.glob("checkpoint_*") if not any(f.iterdir())]  # no empty folder left behind
+
 def test_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path):
     space = tmp_path / "explode.yaml"
     space.write_text("""
@@ -243,8 +298,9 @@ def test_mo_asha_sweep_resumes_after_sigkill_with_its_rungs_and_never_a_partial_
     kids = [k for k in all_kids if k.data.tags["status"] != "lost"]
     assert len({k.data.tags["trial_id"] for k in kids}) == len(kids) == 6
     stopped = [k for k in kids if k.data.tags["early_stopped"] == "true"]
-    assert stopped and all(k.info.status == "FINISHED" for k in kids), [
-        (k.data.tags["trial_id"], k.info.status, k.data.tags.get("status"), k.data.tags.get("reason")) for k in kids]
+    assert stopped and all(k.info.status == "FINISHED" for k in kids), (
+        [(k.data.tags["trial_id"], k.info.status, k.data.tags.get("status"), k.data.tags.get("reason")) for k in kids],
+        resumed.stdout[-1500:], resumed.stderr[-1500:])
     for kid in kids:
         trial, steps = kid.data.tags["trial_id"], [m.step for m in client.get_metric_history(kid.info.run_id, "epoch")]
         assert sorted(set(steps)) == list(range(1, max(steps) + 1)) and steps.count(1) == 1
