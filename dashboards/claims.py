@@ -198,9 +198,8 @@ def search_rows(search: pd.DataFrame, grid: pd.DataFrame) -> list[dict]:
     gap = _stats(100 * (_by_seed(near) - _by_seed(top)).dropna())
     epochs = budget(search, grid)
     seeds = min(near["seed"].nunique(), top["seed"].nunique())
-    margin = 2 * gap["std"] / math.sqrt(gap["n"]) if gap["n"] > 1 else math.nan
-    judged = _refusal(seeds, epochs) or ("holds" if nearest == best else
-                                         "does not hold" if gap["mean"] < -margin else "within noise")
+    worse = verdict(gap["mean"], gap["std"], gap["n"]) == "does not hold"  # below the best beyond two SE
+    judged = _refusal(seeds, epochs) or ("holds" if nearest == best else "does not hold" if worse else "within noise")
     name = SYMBOLS.get(field, field)
     def pct(rows):  # '59.0 ± 1.0 % (n = 3)'
         stats = _stats(100 * _by_seed(rows))

@@ -57,6 +57,7 @@ for sweep in "${SWEEPS[@]}"; do
   fi
 done
 # the latest sweep of a space if it has finished (its last sitting's outcome in sweep.json): "NAME PARENT_RUN_ID"
+# (read with grep, not $PY: the file is JSON written by sweep.tracking.write_json with indent=2, one key per line)
 finished() {
   local latest
   latest=$(ls -d "$RESULTS/$1"-cpu-* 2>/dev/null | sort | tail -n 1 || true)
