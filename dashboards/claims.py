@@ -5,6 +5,8 @@ claim, setting, the measured quantity (mean, std, n), the budget (epochs) of the
 paper's statement, and a verdict.
 - Reward 1 / Reward 2: accuracy lost by a spiking ticket against its dense SNN vs the ANN ticket
   against its dense ANN, paired by seed, at each p (CNN tickets) or q (transformer tickets).
+- Reward 2 as sparsity grows: accuracy a transformer ticket loses from the lowest q a sweep ran to the
+  highest, the ANN ticket's minus the spiking ticket's, paired by seed.
 - T trend: mean accuracy per T and Spearman's rank correlation of accuracy with T over all runs.
 - λ: accuracy against λ rises then falls: the best λ (chosen on validation accuracy) lies inside the
   range and its test accuracy exceeds both ends' by more than two standard errors.
@@ -42,6 +44,9 @@ DROP_PAIRS = [
     ("Reward 2", "multisp-slt", "snn", "multisp-lt", "ann", "q"),
     ("Reward 2 (ConvPEP only, no patch pruning)", "pepsp-slt", "snn", "pepsp-lt", "ann", None),
 ]
+# (claim, spiking ticket, ANN ticket, the ratio that grows): DESIGN's Reward 2 says spiking tickets "degrade less
+# than ANN tickets as sparsity grows", a statement about the slope, which the per-q drops above do not judge
+GROWTH_PAIRS = [("Reward 2 (as q grows)", "multisp-slt", "multisp-lt", "q")]
 # run-config fields two sweeps may differ in and still be compared cell by cell (seeds, where they ran)
 NOT_COMPARED = ("seed", "device", "neuron_backend", "data_dir")
 PAPER_ENERGY = {"mpslt/snn": 0.079 / 0.093}  # VGG-9 CIFAR-10, paper: MPSLT 0.079 mJ vs dense SNN 0.093 mJ
@@ -113,6 +118,31 @@ def drop_rows(done: pd.DataFrame) -> list[dict]:
                          "quantity": "ANN drop - spiking drop (points)", **d, "epochs": epochs,
                          "paper": "spiking tickets lose less accuracy than ANN tickets",
                          "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
+    return rows
+
+
+def growth_rows(done: pd.DataFrame) -> list[dict]:
+    """Reward 2 as q grows: per seed, the ANN ticket's accuracy lost from the lowest q both tickets ran to the
+    highest, minus the spiking ticket's; > 0 is the paper's claim."""
+    rows = []
+    for claim, s_ticket, a_ticket, ratio in GROWTH_PAIRS:
+        tickets_s, tickets_a = done[done["method"] == s_ticket], done[done["method"] == a_ticket]
+        levels = sorted(set(tickets_s[ratio]) & set(tickets_a[ratio]))
+        if len(levels) < 2:
+            continue
+        low, high = levels[0], levels[-1]
+        cells = [at(tickets, ratio, level) for tickets in (tickets_s, tickets_a) for level in (low, high)]
+        spiking_loss = _by_seed(cells[0]) - _by_seed(cells[1])
+        ann_loss = _by_seed(cells[2]) - _by_seed(cells[3])
+        advantage = (ann_loss - spiking_loss).dropna()  # seeds present in all four cells
+        s, a, d = _stats(100 * spiking_loss), _stats(100 * ann_loss), _stats(100 * advantage)
+        epochs = budget(*cells)
+        rows.append({"claim": claim, "setting": f"{s_ticket} vs {a_ticket}, {ratio}={low:g} → {high:g}",
+                     "measured": f"test accuracy lost (points) from {ratio}={low:g} to {high:g}: spiking {_pm(s, 2)}, "
+                                 f"ANN {_pm(a, 2)}",
+                     "quantity": f"ANN loss - spiking loss (points) as {ratio} grows", **d, "epochs": epochs,
+                     "paper": "spiking tickets degrade less than ANN tickets as sparsity grows",
+                     "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
     return rows
 
 
@@ -299,7 +329,7 @@ def claim_table(runs: pd.DataFrame, grid: pd.DataFrame | None = None) -> pd.Data
     """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count.
     `grid`: another sweep's runs, a grid over the field these runs search (search_rows)."""
     done = comparable(runs)
-    rows = drop_rows(done) + timestep_rows(done) + decay_rows(done) + finetune_rows(done) + energy_rows(done)
+    rows = drop_rows(done) + growth_rows(done) + timestep_rows(done) + decay_rows(done) + finetune_rows(done) + energy_rows(done)
     if grid is not None:
         rows += search_rows(runs, grid)
     return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "epochs",

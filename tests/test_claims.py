@@ -51,6 +51,31 @@ def test_reward_1_pairs_drops_by_seed():
     assert "| Reward 1 | mpslt vs mplt, p=0.5 |" in to_markdown(claim_table(_runs(rows)))
 
 
+def test_reward_2_as_q_grows_pairs_each_tickets_loss_by_seed():
+    rows = []
+    for seed, (slt0, lt0) in enumerate([(0.47, 0.45), (0.46, 0.44), (0.48, 0.45)]):
+        rows += [{"method": "snn", "seed": seed, "test_accuracy": 0.65}, {"method": "ann", "seed": seed, "test_accuracy": 0.68},
+                 # from q=0 to q=0.6 the spiking ticket loses 1 point, the ANN ticket 3, 4, 5 -> advantage 2, 3, 4
+                 {"method": "multisp-slt", "q": 0.0, "seed": seed, "test_accuracy": slt0},
+                 {"method": "multisp-slt", "q": 0.3, "seed": seed, "test_accuracy": slt0 - 0.2},  # the middle: unread
+                 {"method": "multisp-slt", "q": 0.6, "seed": seed, "test_accuracy": slt0 - 0.01},
+                 {"method": "multisp-lt", "q": 0.0, "seed": seed, "test_accuracy": lt0},
+                 {"method": "multisp-lt", "q": 0.6, "seed": seed, "test_accuracy": lt0 - [0.03, 0.04, 0.05][seed]}]
+    table = claim_table(_runs(rows)).set_index("setting")
+    growth = table.loc["multisp-slt vs multisp-lt, q=0 → 0.6"]
+    assert growth["claim"] == "Reward 2 (as q grows)" and growth["n"] == 3
+    assert growth["mean"] == pytest.approx(3.0) and growth["std"] == pytest.approx(1.0)
+    assert growth["verdict"] == "holds"  # margin 2 * 1 / sqrt(3) = 1.15
+    assert "spiking 1.00 ± 0.00, ANN 4.00 ± 1.00" in growth["measured"]
+    assert table.loc["multisp-slt vs multisp-lt, q=0.6", "claim"] == "Reward 2"  # the per-q drops stay
+    worse = [{**r, "test_accuracy": r["test_accuracy"] - 0.06} if r["method"] == "multisp-slt" and r["q"] == 0.6 else r
+             for r in rows]  # now the spiking ticket loses 7 points: advantage -4, -3, -2
+    assert claim_table(_runs(worse)).set_index("setting").loc["multisp-slt vs multisp-lt, q=0 → 0.6", "verdict"] \
+        == "does not hold"
+    one_q = [r for r in rows if r.get("q") in (None, 0.0)]  # a single q: no slope to judge
+    assert "Reward 2 (as q grows)" not in set(claim_table(_runs(one_q))["claim"])
+
+
 def test_timestep_trend_and_decay_shape():
     rows = [{"method": "mpslt", "p": 0.5, "T": t, "seed": s, "test_accuracy": 0.3 + 0.02 * t + 0.005 * s}
             for t in (1, 2, 4, 8) for s in range(3)]
