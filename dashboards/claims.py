@@ -329,7 +329,8 @@ def claim_table(runs: pd.DataFrame, grid: pd.DataFrame | None = None) -> pd.Data
     """Every check the runs allow, one row per (claim, setting); only finished, full-budget runs count.
     `grid`: another sweep's runs, a grid over the field these runs search (search_rows)."""
     done = comparable(runs)
-    rows = drop_rows(done) + growth_rows(done) + timestep_rows(done) + decay_rows(done) + finetune_rows(done) + energy_rows(done)
+    rows = (drop_rows(done) + growth_rows(done) + timestep_rows(done) + decay_rows(done) + finetune_rows(done)
+            + energy_rows(done))
     if grid is not None:
         rows += search_rows(runs, grid)
     return pd.DataFrame(rows, columns=["claim", "setting", "measured", "quantity", "mean", "std", "n", "epochs",

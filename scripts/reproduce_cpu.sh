@@ -15,7 +15,7 @@
 # spiking trial at T = 4 and 6-9.7 min per ANN-type one (the longer ones on a slower day); pruning_ratio took
 # 7.50 h over 5 sittings, timestep 2.85 h over 2 (a T = 8 trial 30-49 min), finetune 2.06 h over 1,
 # decay_grid 3.89 h over 4, decay_rate 1.70 h over 1 (15.5-17.8 min a trial) and patch_ratio 3.15 h over 4
-# (a spiking transformer trial 15.5-22 min, an ANN-type one 5-6 min); about 21 h for all six.
+# (a spiking transformer trial 15.5-22 min, an ANN-type one 4.9-6 min); about 21 h for all six.
 # A new checkout has no ray_results/ and no mlruns/: the sweeps stopped in an earlier checkout travel in
 # git as the archives in docs/reproduction/carried/ (python -m sweep.carry pack, see docs/REPRODUCTION.md;
 # named reproduction-YYYYMMDD-HHMM.tar.xz): the last by name is unpacked first when there is no MLflow
