@@ -94,6 +94,16 @@ def _judged(mean: float, std: float, n: int, epochs: str) -> str:
     return _refusal(n, epochs) or verdict(mean, std, n)
 
 
+def _advantage_row(claim: str, setting: str, spiking_loss: pd.Series, ann_loss: pd.Series, epochs: str, *,
+                   lost: str, quantity: str, paper: str) -> dict:
+    """One Reward row from per-seed accuracy losses: the ANN ticket's minus the spiking one's (> 0: the paper's)."""
+    advantage = (ann_loss - spiking_loss).dropna()  # seeds present in every compared cell
+    s, a, d = _stats(100 * spiking_loss), _stats(100 * ann_loss), _stats(100 * advantage)
+    return {"claim": claim, "setting": setting, "measured": f"{lost}: spiking {_pm(s, 2)}, ANN {_pm(a, 2)}",
+            "quantity": quantity, **d, "epochs": epochs, "paper": paper,
+            "verdict": _judged(d["mean"], d["std"], d["n"], epochs)}
+
+
 def drop_rows(done: pd.DataFrame) -> list[dict]:
     """Reward 1/2: per seed, (ANN dense - ANN ticket) - (SNN dense - spiking ticket); > 0 is the paper's claim."""
     rows = []
@@ -108,16 +118,12 @@ def drop_rows(done: pd.DataFrame) -> list[dict]:
             cell_a = at(tickets_a, ratio, level) if ratio else tickets_a
             spiking_drop = _by_seed(dense_s) - _by_seed(cell_s)
             ann_drop = _by_seed(dense_a) - _by_seed(cell_a)
-            advantage = (ann_drop - spiking_drop).dropna()  # seeds present in all four
-            s, a, d = _stats(100 * spiking_drop), _stats(100 * ann_drop), _stats(100 * advantage)
-            epochs = budget(dense_s, dense_a, cell_s, cell_a)
             setting = f"{s_ticket} vs {a_ticket}" + (f", {ratio}={level:g}" if ratio else "")
-            rows.append({"claim": claim, "setting": setting,
-                         "measured": f"test accuracy drop (points) from the dense twin: spiking {_pm(s, 2)}, "
-                                     f"ANN {_pm(a, 2)}",
-                         "quantity": "ANN drop - spiking drop (points)", **d, "epochs": epochs,
-                         "paper": "spiking tickets lose less accuracy than ANN tickets",
-                         "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
+            epochs = budget(dense_s, dense_a, cell_s, cell_a)
+            rows.append(_advantage_row(claim, setting, spiking_drop, ann_drop, epochs,
+                                       lost="test accuracy drop (points) from the dense twin",
+                                       quantity="ANN drop - spiking drop (points)",
+                                       paper="spiking tickets lose less accuracy than ANN tickets"))
     return rows
 
 
@@ -131,18 +137,14 @@ def growth_rows(done: pd.DataFrame) -> list[dict]:
         if len(levels) < 2:
             continue
         low, high = levels[0], levels[-1]
-        cells = [at(tickets, ratio, level) for tickets in (tickets_s, tickets_a) for level in (low, high)]
-        spiking_loss = _by_seed(cells[0]) - _by_seed(cells[1])
-        ann_loss = _by_seed(cells[2]) - _by_seed(cells[3])
-        advantage = (ann_loss - spiking_loss).dropna()  # seeds present in all four cells
-        s, a, d = _stats(100 * spiking_loss), _stats(100 * ann_loss), _stats(100 * advantage)
-        epochs = budget(*cells)
-        rows.append({"claim": claim, "setting": f"{s_ticket} vs {a_ticket}, {ratio}={low:g} → {high:g}",
-                     "measured": f"test accuracy lost (points) from {ratio}={low:g} to {high:g}: spiking {_pm(s, 2)}, "
-                                 f"ANN {_pm(a, 2)}",
-                     "quantity": f"ANN loss - spiking loss (points) as {ratio} grows", **d, "epochs": epochs,
-                     "paper": "spiking tickets degrade less than ANN tickets as sparsity grows",
-                     "verdict": _judged(d["mean"], d["std"], d["n"], epochs)})
+        s_low, s_high, a_low, a_high = (at(tickets, ratio, level) for tickets in (tickets_s, tickets_a)
+                                        for level in (low, high))
+        rows.append(_advantage_row(claim, f"{s_ticket} vs {a_ticket}, {ratio}={low:g} → {high:g}",
+                                   _by_seed(s_low) - _by_seed(s_high), _by_seed(a_low) - _by_seed(a_high),
+                                   budget(s_low, s_high, a_low, a_high),
+                                   lost=f"test accuracy lost (points) from {ratio}={low:g} to {high:g}",
+                                   quantity=f"ANN loss - spiking loss (points) as {ratio} grows",
+                                   paper="spiking tickets degrade less than ANN tickets as sparsity grows"))
     return rows
 
 
